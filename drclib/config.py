@@ -1,0 +1,58 @@
+"""The kit's two profiles: ``quick`` (CI, a first look: every notebook in about a minute on a
+laptop CPU) and ``full`` (the real results, sized in the order of the paper's Table 1).
+
+Both profiles run the same code; only sizes change. A notebook reads its profile from the
+``PROFILE`` parameter and asks ``get_profile(PROFILE)`` for every size it needs, so no size is
+hard-coded in a notebook. Later parts of the kit add their own fields here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes for one run of the kit. See the module docstring."""
+
+    name: str
+    # --- users and personalization samples (drclib.data.users) ---------------------------
+    n_users: int
+    """How many simulated users (the paper's stickers data: 725)."""
+    sequence_length: int
+    """Interactions per user; samples are sliding windows of ``history_length + 1`` over them."""
+    history_length: int = 5
+    """N, the history images per sample (Pigeon's data: 5)."""
+    noise_range: tuple[float, float] = (0.0, 0.4)
+    """Each user's fraction of history items in other styles is drawn from this range."""
+    lean_probability: float = 0.7
+    """Chance that a user leans to one or two categories."""
+    lean_strength: float = 6.0
+    """How much more often a leaned-to category is picked than another."""
+    # --- stage-1 triplets -----------------------------------------------------------------
+    n_triplets: int = 0
+    """How many <anchor, positive-style, positive-semantic> triplets (paper: 14,984)."""
+    # --- splits ---------------------------------------------------------------------------
+    heldout_fraction: float = 0.1
+    """Share of samples whose target (style, emoji) cell is held out in the second split."""
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed, e.g. ``get_profile('quick').replace(n_users=50)``."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400),
+    "full": Profile(name="full", n_users=725, sequence_length=21, n_triplets=15000),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Return the profile called ``name`` (``"quick"`` or ``"full"``); a Profile passes through."""
+    if isinstance(name, Profile):
+        return name
+    key = str(name).strip().lower()
+    if key not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: use one of {', '.join(sorted(PROFILES))}")
+    return PROFILES[key]

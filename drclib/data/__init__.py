@@ -1,0 +1,14 @@
+"""The data: the multi-style sticker set and the users, samples, splits and triplets built on it.
+
+- :mod:`drclib.data.stickers`  :class:`StickerSet`, the loader of ``data/stickers_32px.npz``
+- :mod:`drclib.data.users`     simulated users, personalization samples, splits, triplets
+- :mod:`drclib.data.build`     rebuilds the npz from pinned npm tarballs
+  (``python -m drclib.data.build``)
+"""
+
+from drclib.data.stickers import STYLES, DataFileError, StickerSet, to_tensor
+from drclib.data.users import (PersonalizationData, Sample, Samples, Split, Triplets, User,
+                               make_dataset)
+
+__all__ = ["STYLES", "DataFileError", "StickerSet", "to_tensor", "PersonalizationData", "Sample",
+           "Samples", "Split", "Triplets", "User", "make_dataset"]

@@ -1,0 +1,80 @@
+"""Run the kit's notebooks with papermill, in order, writing executed copies elsewhere.
+
+Each notebook has a cell tagged ``parameters`` (``PROFILE``, ``SEED``, ``DEVICE``,
+``ARTIFACTS``, ...); papermill injects the values given here after it. Each notebook's last
+cell writes its key numbers to ``ARTIFACTS/<notebook stem>.json``, which the tests read back.
+The notebooks in ``notebooks/`` are stored without outputs; executed copies go to ``runs/``
+(git-ignored).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from drclib.data.stickers import repo_root
+
+KERNEL_NAME = "python3"
+"""The kernel every notebook runs on: ipykernel's own spec, i.e. the Python running papermill."""
+
+
+def notebook_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def find_notebooks(folder: str | Path | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``), in order."""
+    folder = Path(folder) if folder is not None else notebook_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+
+
+def artifact_json(notebook: str | Path, artifacts: str | Path) -> Path:
+    """Where a notebook writes its key numbers."""
+    return Path(artifacts) / f"{Path(notebook).stem}.json"
+
+
+def run_notebook(notebook: str | Path, out_dir: str | Path, *, profile: str = "quick", seed: int = 0,
+                 device: str = "auto", timeout: int | None = 1800, parameters: dict | None = None,
+                 progress: bool = False) -> Path:
+    """Execute one notebook with papermill; returns the path of the executed copy.
+
+    The executed copy and the notebook's JSON both go to ``out_dir``. ``timeout`` bounds each
+    cell, in seconds. Raises papermill's ``PapermillExecutionError`` if a cell fails (the
+    executed copy up to the failure is still written, for reading).
+    """
+    import papermill as pm
+
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise FileNotFoundError(f"no notebook at {notebook}")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = dict(PROFILE=profile, SEED=seed, DEVICE=device, ARTIFACTS=str(out_dir))
+    params.update(parameters or {})
+    out = out_dir / notebook.name
+    pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name=KERNEL_NAME,
+                        cwd=str(notebook.parent), execution_timeout=timeout,
+                        progress_bar=progress, log_output=False, report_mode=False)
+    return out
+
+
+def run_all(out_dir: str | Path, *, profile: str = "quick", seed: int = 0, device: str = "auto",
+            only: list[str] | None = None, timeout: int | None = 1800) -> dict[str, float]:
+    """Run every notebook (or those whose name starts with one of ``only``) in order, printing
+    progress and wall times; returns {notebook name: seconds}."""
+    books = find_notebooks()
+    if only:
+        books = [b for b in books if any(b.name.startswith(o) for o in only)]
+        if not books:
+            raise ValueError(f"no notebook in {notebook_dir()} starts with any of {only}")
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, nb in enumerate(books, 1):
+        print(f"[{i}/{len(books)}] {nb.name} (profile {profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        run_notebook(nb, out_dir, profile=profile, seed=seed, device=device, timeout=timeout)
+        times[nb.name] = time.perf_counter() - t0
+        print(f"      done in {times[nb.name]:.1f} s -> {Path(out_dir) / nb.name}", flush=True)
+    total = time.perf_counter() - start
+    print(f"all {len(books)} notebooks ran in {total:.1f} s; executed copies and JSON in {out_dir}")
+    return times

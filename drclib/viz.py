@@ -1,0 +1,125 @@
+"""Pictures for the notebooks: contact sheets, image rows, one sample laid out.
+
+Every function returns a matplotlib ``Figure`` (the notebook shows it; tests save it) and
+takes images in the kit's numpy convention, uint8 ``[H, W, 3]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from drclib.data.stickers import StickerSet
+
+
+def _hide_axes(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def contact_sheet(stickers: StickerSet, emoji: Sequence[int | str], styles: Sequence[int | str] | None = None,
+                  *, cell: float = 0.9, label_emoji: bool = True, title: str | None = None):
+    """A grid of stickers: rows = styles, columns = emoji, each labelled.
+
+    ``emoji`` and ``styles`` take indices or names (see :meth:`StickerSet.emoji_index`).
+    """
+    emoji_idx = [stickers.emoji_index(e) for e in emoji]
+    style_idx = [stickers.style_index(s) for s in (styles if styles is not None else range(stickers.n_styles))]
+    if not emoji_idx or not style_idx:
+        raise ValueError("contact_sheet needs at least one emoji and one style")
+    rows, cols = len(style_idx), len(emoji_idx)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 + cols * cell, 0.4 + rows * cell), squeeze=False)
+    for r, s in enumerate(style_idx):
+        for c, e in enumerate(emoji_idx):
+            ax = axes[r, c]
+            ax.imshow(stickers.images[s, e], interpolation="nearest")
+            _hide_axes(ax)
+            if c == 0:
+                ax.set_ylabel(stickers.styles[s], rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and label_emoji:
+                name = stickers.names[e]
+                ax.set_title(name if len(name) <= 14 else name[:13] + "…", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def image_row(images: Sequence[np.ndarray] | np.ndarray, titles: Sequence[str] | None = None, *,
+              cell: float = 1.1, title: str | None = None, frame_colors: Sequence[str | None] | None = None):
+    """Images side by side with optional titles and coloured frames (e.g. to mark noise)."""
+    images = list(images)
+    if not images:
+        raise ValueError("image_row needs at least one image")
+    fig, axes = plt.subplots(1, len(images), figsize=(len(images) * cell, cell + 0.45), squeeze=False)
+    for i, (ax, img) in enumerate(zip(axes[0], images)):
+        ax.imshow(np.asarray(img), interpolation="nearest")
+        _hide_axes(ax)
+        if titles is not None and i < len(titles):
+            ax.set_title(titles[i], fontsize=7)
+        color = frame_colors[i] if frame_colors is not None and i < len(frame_colors) else None
+        if color:
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def show_sample(stickers: StickerSet, sample, *, cell: float = 1.0):
+    """One personalization sample in three rows: the history (noise items framed red), the
+    target, and the reference set R (the target emoji in the other styles)."""
+    hist, target, refs = sample.history, sample.target, sample.references
+    cols = max(len(hist), len(refs), 1)
+    fig, axes = plt.subplots(3, cols, figsize=(1.4 + cols * cell, 3 * cell + 1.0), squeeze=False)
+    for ax in axes.flat:
+        _hide_axes(ax)
+        ax.axis("off")
+
+    def put(ax, cell_, label, color=None):
+        ax.axis("on")
+        _hide_axes(ax)
+        ax.imshow(stickers.images[cell_[0], cell_[1]], interpolation="nearest")
+        ax.set_title(label, fontsize=7)
+        if color:
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3)
+
+    for i, c in enumerate(hist):
+        noise = int(c[0]) != int(sample.style)
+        put(axes[0, i], c, stickers.styles[c[0]] + (" (noise)" if noise else ""), "tab:red" if noise else None)
+    put(axes[1, 0], target, f"target: {stickers.names[target[1]][:18]}\n({stickers.styles[target[0]]})",
+        "tab:green")
+    for i, c in enumerate(refs):
+        put(axes[2, i], c, stickers.styles[c[0]])
+    for r, label in enumerate(("history", "target", "references R")):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        axes[r, 0].yaxis.set_visible(True)
+    fig.suptitle(f"user {sample.user} prefers {stickers.styles[sample.style]} - \"{sample.text}\"",
+                 fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def show_collapse(stickers: StickerSet, sample, reference=None, *, cell: float = 1.1):
+    """Guidance collapse with real stickers: for one sample, the wanted output (the target)
+    beside the two failures DRC targets: copying the reference (its style leaks in, the
+    user's style is lost) and copying the history (a history emoji comes back, the requested
+    semantics are lost)."""
+    reference = sample.references[0] if reference is None else np.asarray(reference)
+    in_style = [c for c in sample.history if int(c[0]) == int(sample.style)]
+    copied = in_style[0] if in_style else sample.history[0]
+    images = [stickers.images[reference[0], reference[1]], stickers.images[sample.target[0], sample.target[1]],
+              stickers.images[reference[0], reference[1]], stickers.images[copied[0], copied[1]]]
+    titles = [f"reference\n({stickers.styles[reference[0]]})", "wanted:\nref. emoji, user style",
+              "collapse 1:\ncopies the reference", "collapse 2:\ncopies the history"]
+    return image_row(images, titles, cell=cell, frame_colors=[None, "tab:green", "tab:red", "tab:red"])

@@ -1,0 +1,54 @@
+"""Every notebook in notebooks/ runs top to bottom under papermill in the quick profile.
+
+New notebooks are picked up with no change here. Each run keeps its executed copy in
+``runs/test-quick/`` (git-ignored; CI keeps it as an artifact) and must write
+``<stem>.json``, which is read back. ``CHECKS`` holds per-notebook assertions on those numbers;
+a notebook without an entry still has to run and write its JSON with its profile in it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from drclib.notebooks import KERNEL_NAME, artifact_json, find_notebooks, run_notebook
+from tests.conftest import REPO
+
+OUT = REPO / "runs" / "test-quick"
+TIMEOUT_PER_CELL = 600  # seconds
+
+
+def _check_00(r):
+    assert r["n_styles"] == 6 and r["n_emoji"] >= 1300 and r["image_size"] == 32
+    assert sum(r["emoji_per_category"].values()) == r["n_emoji"]
+    assert r["users"] == 40 and r["samples"] > 100 and r["triplets"] == 400
+    sp = r["splits"]["sample"]
+    assert sp["train"] > 6 * sp["test"] and sp["val"] > 0
+    assert r["splits"]["heldout"]["test"] > 0
+    assert 0.05 < r["mean_noise_rate"] < 0.4
+    assert r["lean_share"] > r["lean_base_share"]            # leaning users do lean
+    assert r["pixel_diff_same_emoji_other_style"] > 10        # style is a real, visible factor
+
+
+CHECKS = {"00_task_and_data": _check_00}
+
+NOTEBOOKS = find_notebooks()
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found in notebooks/"
+    assert KERNEL_NAME == "python3"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_notebook_runs_and_writes_its_numbers(notebook):
+    out_json = artifact_json(notebook, OUT)
+    out_json.unlink(missing_ok=True)
+    executed = run_notebook(notebook, OUT, profile="quick", seed=0, device="cpu", timeout=TIMEOUT_PER_CELL)
+    assert executed.is_file()
+    assert out_json.is_file(), f"{notebook.name} did not write {out_json.name}"
+    results = json.loads(out_json.read_text())
+    assert results["profile"] == "quick"
+    CHECKS.get(notebook.stem, lambda r: None)(results)
