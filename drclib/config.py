@@ -34,8 +34,9 @@ class Profile:
     n_triplets: int = 0
     """How many <anchor, positive-style, positive-semantic> triplets (paper: 14,984)."""
     # --- splits ---------------------------------------------------------------------------
-    heldout_fraction: float = 0.1
-    """Share of samples whose target (style, emoji) cell is held out in the second split."""
+    n_heldout_test: int | None = None
+    """Test samples of the held-out-cell split (None: one for every held-out cell). The cells
+    themselves do not depend on the profile or the seed (see ``drclib.data.users``)."""
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile('quick').replace(n_users=50)``."""
@@ -43,7 +44,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400),
+    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24),
     "full": Profile(name="full", n_users=725, sequence_length=21, n_triplets=15000),
 }
 

@@ -166,3 +166,15 @@ def test_split_indices_small_and_exact():
     assert sorted(np.concatenate([a, b, c]).tolist()) == [0, 1, 2] and len(b) == len(c) == 1
     a, b, c = split_indices(100, np.random.default_rng(0))
     assert (len(a), len(b), len(c)) == (80, 10, 10)
+
+
+def test_heldout_cells_do_not_depend_on_profile_or_seed(tiny_stickers, data):
+    from drclib.data import heldout_cells
+
+    fixed = heldout_cells(tiny_stickers)
+    assert fixed.sum() == 60 and (fixed.sum(axis=0) <= 1).all()         # half the emoji, one style each
+    assert np.array_equal(data.heldout_cells, fixed)
+    assert np.array_equal(make_dataset(tiny_stickers, "quick", seed=99).heldout_cells, fixed)
+    assert len(data.splits["heldout"].test) == data.profile.n_heldout_test == 24
+    every = make_dataset(tiny_stickers, "quick", seed=3, n_heldout_test=None)
+    assert len(every.splits["heldout"].test) == fixed.sum()             # one sample per cell

@@ -8,7 +8,7 @@
 
 from drclib.data.stickers import STYLES, DataFileError, StickerSet, to_tensor
 from drclib.data.users import (PersonalizationData, Sample, Samples, Split, Triplets, User,
-                               make_dataset)
+                               heldout_cells, make_dataset)
 
 __all__ = ["STYLES", "DataFileError", "StickerSet", "to_tensor", "PersonalizationData", "Sample",
-           "Samples", "Split", "Triplets", "User", "make_dataset"]
+           "Samples", "Split", "Triplets", "User", "heldout_cells", "make_dataset"]

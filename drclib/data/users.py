@@ -15,7 +15,10 @@ that every quantity has a ground truth (design: ``DESIGN.md``, "The data"):
   (style, emoji) cells are held out from every training stage (no user ever interacted with
   them, no triplet and no reference uses them); its test samples ask for exactly those cells,
   so the model must compose a style and an emoji it never saw together. Both splits share
-  their train and val samples, so one training run serves both.
+  their train and val samples, so one training run serves both. The held-out cells are part
+  of the data's definition, like a benchmark's test set: :func:`heldout_cells` fixes them
+  with its own seed, whatever the profile or the notebook's ``SEED``, so the shipped
+  tokenizer, backbone and evaluators (trained without them) fit every run.
 - **Triplets** ``<anchor, positive-style, positive-semantic>`` for stage 1: the anchor is an
   item someone interacted with, the positive-style image has its style and another emoji, the
   positive-semantic image its emoji in another style.
@@ -44,6 +47,12 @@ semantics, the history the style)."""
 
 PAD = -1
 """Fills a reference slot that is not usable (a held-out cell)."""
+
+HELDOUT_SEED = 2504_17349
+"""Seed of the held-out cells (the paper's arXiv number); never the notebook's SEED."""
+
+HELDOUT_EMOJI_FRACTION = 0.5
+"""Share of emoji that have one of their six styles held out (685 of 1,370 cells, 8% of all)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,16 @@ def choose_heldout_cells(n_styles: int, n_emoji: int, n_cells: int,
     return mask
 
 
+def heldout_cells(stickers: StickerSet | tuple[int, int]) -> np.ndarray:
+    """The held-out (style, emoji) cells of the ``heldout`` split, as a bool mask
+    ``[n_styles, n_emoji]``: half of the emoji lose one style each, styles in turn. Fixed by
+    :data:`HELDOUT_SEED` so that every profile, seed and trained checkpoint agrees on them;
+    no training stage (tokenizer, backbone, evaluators, DRC) may use these cells."""
+    n_styles, n_emoji = _check_stickers(stickers)
+    n_cells = int(round(HELDOUT_EMOJI_FRACTION * n_emoji))
+    return choose_heldout_cells(n_styles, n_emoji, n_cells, np.random.default_rng(HELDOUT_SEED))
+
+
 def make_users(stickers: StickerSet, n_users: int, sequence_length: int, *,
                rng: np.random.Generator, heldout_cells: np.ndarray | None = None,
                noise_range: tuple[float, float] = (0.0, 0.4), lean_probability: float = 0.7,
@@ -302,13 +321,19 @@ def _pack(rows, n_styles, blocked, rng) -> Samples:
 
 
 def make_heldout_samples(users: list[User], heldout_cells: np.ndarray, history_length: int, *,
-                         rng: np.random.Generator) -> Samples:
-    """One test sample per held-out cell (style s, emoji e): a user who prefers s, their last
-    ``history_length`` items as history (none of them emoji e), and target (s, e)."""
+                         rng: np.random.Generator, n_samples: int | None = None) -> Samples:
+    """Test samples for held-out cells (style s, emoji e): a user who prefers s, their last
+    ``history_length`` items as history (none of them emoji e), and target (s, e). One per
+    cell, or ``n_samples`` cells drawn at random."""
     n_styles = heldout_cells.shape[0]
     by_style = {s: [u for u in users if u.style == s] for s in range(n_styles)}
+    cells = np.argwhere(heldout_cells)
+    if n_samples is not None and n_samples < len(cells):
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        cells = cells[np.sort(rng.choice(len(cells), size=n_samples, replace=False))]
     rows = []
-    for s, e in np.argwhere(heldout_cells):
+    for s, e in cells:
         candidates = [u for u in by_style[int(s)] if len(u.sequence) >= history_length
                       and e not in u.sequence[-history_length:, 1]]
         if not candidates:
@@ -372,17 +397,13 @@ def make_dataset(stickers: StickerSet, profile: str | Profile = "quick", seed: i
         prof = prof.replace(**overrides)
     n_styles, n_emoji = _check_stickers(stickers)
     rng = np.random.default_rng(seed)
-    # Held-out cells first, so no user ever draws them. Expected clean samples per user is
-    # about (L - N) * (1 - mean noise); hold out heldout_fraction of that many cells.
-    mean_noise = sum(prof.noise_range) / 2
-    expected = prof.n_users * max(0, prof.sequence_length - prof.history_length) * (1 - mean_noise)
-    n_cells = min(n_emoji, max(n_styles, int(round(prof.heldout_fraction * expected))))
-    heldout = choose_heldout_cells(n_styles, n_emoji, n_cells, rng)
+    heldout = heldout_cells((n_styles, n_emoji))  # fixed first, so no user ever draws them
     users = make_users(stickers, prof.n_users, prof.sequence_length, rng=rng, heldout_cells=heldout,
                        noise_range=prof.noise_range, lean_probability=prof.lean_probability,
                        lean_strength=prof.lean_strength)
     clean = make_samples(users, n_styles, prof.history_length, rng=rng, heldout_cells=heldout)
-    held = make_heldout_samples(users, heldout, prof.history_length, rng=rng)
+    held = make_heldout_samples(users, heldout, prof.history_length, rng=rng,
+                                n_samples=prof.n_heldout_test)
     samples = Samples(**{k: np.concatenate([getattr(clean, k), getattr(held, k)]) for k in
                          ("user", "style", "history", "target", "references", "text")})
     train, val, test = split_indices(len(clean), rng)
