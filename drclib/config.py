@@ -38,13 +38,24 @@ class Profile:
     """Test samples of the held-out-cell split (None: one for every held-out cell). The cells
     themselves do not depend on the profile or the seed (see ``drclib.data.users``)."""
 
+    # --- the pocket LMM and its tokenizer (notebook 01) -------------------------------------
+    tokenizer_steps: int | None = None
+    """Steps when a notebook trains the tokenizer itself (None: the full recipe of the card)."""
+    lmm_steps: int = 3000
+    """Steps when a notebook trains the LMM itself."""
+    lmm_cells: int | None = None
+    """Training cells for an LMM trained in a notebook (None: every non-held-out cell)."""
+    eval_cells: int = 300
+    """Cells scored when a notebook evaluates text-to-image generation."""
+
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile('quick').replace(n_users=50)``."""
         return dataclasses.replace(self, **changes)
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24),
+    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24,
+                     tokenizer_steps=30, lmm_steps=40, lmm_cells=48, eval_cells=36),
     "full": Profile(name="full", n_users=725, sequence_length=21, n_triplets=15000),
 }
 

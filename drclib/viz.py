@@ -123,3 +123,85 @@ def show_collapse(stickers: StickerSet, sample, reference=None, *, cell: float =
     titles = [f"reference\n({stickers.styles[reference[0]]})", "wanted:\nref. emoji, user style",
               "collapse 1:\ncopies the reference", "collapse 2:\ncopies the history"]
     return image_row(images, titles, cell=cell, frame_colors=[None, "tab:green", "tab:red", "tab:red"])
+
+
+def to_uint8(images) -> np.ndarray:
+    """float ``[..., 3, H, W]`` in [0, 1] (torch or numpy) -> uint8 ``[..., H, W, 3]``."""
+    arr = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if arr.dtype == np.uint8:
+        return arr
+    arr = np.moveaxis(arr, -3, -1)
+    return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def image_grid(images, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None, *,
+               cell: float = 0.9, title: str | None = None):
+    """A grid of images ``[rows, cols, H, W, 3]`` (uint8, or float ``[rows, cols, 3, H, W]``)."""
+    grid = to_uint8(images)
+    if grid.ndim != 5:
+        raise ValueError(f"image_grid needs [rows, cols, H, W, 3] images, got shape {grid.shape}")
+    rows, cols = grid.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 + cols * cell, 0.4 + rows * cell), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(grid[r, c], interpolation="nearest")
+            _hide_axes(ax)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and col_labels is not None:
+                label = col_labels[c]
+                ax.set_title(label if len(label) <= 14 else label[:13] + "…", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def show_tokenization(originals, codes, reconstructions, titles: Sequence[str] | None = None, *,
+                      grid: int = 8, cell: float = 1.3):
+    """Image -> grid of code ids -> reconstruction, one column an image (the tokenizer in pictures)."""
+    originals, recons = to_uint8(originals), to_uint8(reconstructions)
+    codes = np.asarray(codes.detach().cpu() if hasattr(codes, "detach") else codes)
+    n = len(originals)
+    fig, axes = plt.subplots(3, n, figsize=(1.0 + n * cell, 3 * cell + 0.6), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(originals[i], interpolation="nearest")
+        axes[1, i].imshow(codes[i].reshape(grid, grid), cmap="tab20", interpolation="nearest")
+        for (y, x), v in np.ndenumerate(codes[i].reshape(grid, grid)):
+            axes[1, i].text(x, y, str(v), ha="center", va="center", fontsize=3.5)
+        axes[2, i].imshow(recons[i], interpolation="nearest")
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=7)
+        for r in range(3):
+            _hide_axes(axes[r, i])
+    for r, label in enumerate(("image", "64 code ids", "decoded")):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def plot_curves(history: dict, keys: Sequence[str], *, x: str = "step", title: str | None = None,
+                logy: bool = False, smooth: int = 1):
+    """Training curves: ``history[key]`` against ``history[x]`` for each key (moving average
+    over ``smooth`` points)."""
+    if not keys:
+        raise ValueError("plot_curves needs at least one key")
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    for k in keys:
+        if k not in history:
+            raise KeyError(f"history has no {k!r}; it has {sorted(history)}")
+        y = np.asarray(history[k], dtype=float)
+        xs = np.asarray(history.get(x, np.arange(1, len(y) + 1)), dtype=float)
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            xs = xs[smooth - 1:]
+        ax.plot(xs, y, label=k)
+    ax.set_xlabel(x)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

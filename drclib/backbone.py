@@ -1,0 +1,459 @@
+"""The pocket LMM: a small multimodal causal LM that reads and writes visual tokens.
+
+It stands in for LaVIT, the LMM behind DRC and Pigeon: an image becomes a sequence of
+codebook ids (:mod:`drclib.tokenizer`: 64 ids for a 32x32 sticker), and a Llama-family
+causal LM from ``transformers`` predicts them like words. Its vocabulary joins three parts,
+in this order (ids are contiguous within each part):
+
+====================  ==============================================================
+specials              ``<pad> <unk> <bos> <eos> <img> </img> <z> <sep>``
+visual codes          ``<v000>`` ... ``<vK-1>``: visual code c has id ``visual_offset + c``
+text words            every word of the emoji names, style names and instructions
+====================  ==============================================================
+
+Sequences it is pretrained on (:func:`drclib.train.pretrain_backbone`)::
+
+    text-to-image:  <bos> a sticker of cat face in noto style <img> v v ... v </img> <eos>
+    image-to-text:  <bos> <img> v v ... v </img> a sticker of cat face in noto style <eos>
+
+``<z>`` marks where later stages inject *latent instructions* (DRC's z, as input embeddings
+rather than token ids), which is why :meth:`PocketLMM.generate_images` also takes
+``inputs_embeds``. Generation is constrained to visual codes for exactly 64 steps and uses
+the KV cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drclib.checkpoint import CheckpointError, Pretrained, load_checkpoint, load_state_checked, save_checkpoint
+from drclib.io import atomic_path
+
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<img>", "</img>", "<z>", "<sep>")
+PAD, UNK, BOS, EOS, IMG, IMG_END, Z, SEP = range(len(SPECIALS))
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def sticker_caption(name: str, style: str) -> str:
+    """The caption the LMM is pretrained on, e.g. ``a sticker of cat face in noto style``."""
+    return f"a sticker of {name} in {style} style"
+
+
+def _visual_token(code: int, width: int) -> str:
+    return f"<v{code:0{width}d}>"
+
+
+# ---------------------------------------------------------------------------- text tokenizer
+def build_text_tokenizer(corpus: Iterable[str], n_visual: int):
+    """A word-level tokenizer (``tokenizers``) over ``corpus``, wrapped as a transformers
+    ``PreTrainedTokenizerFast``; specials first, then ``n_visual`` visual tokens, then words.
+
+    Words are lower-cased with accents stripped; punctuation splits off as its own token;
+    a word never seen in the corpus becomes ``<unk>``.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    pre = pre_tokenizers.Whitespace()
+    words: dict[str, None] = {}
+    for text in corpus:
+        for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)):
+            words.setdefault(w, None)
+    width = len(str(max(n_visual - 1, 0)))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for c in range(n_visual):
+        vocab[_visual_token(c, width)] = len(vocab)
+    for w in sorted(words):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    return _wrap(tok, n_visual)
+
+
+def _wrap(tok, n_visual: int):
+    from transformers import PreTrainedTokenizerFast
+
+    width = len(str(max(n_visual - 1, 0)))
+    specials = list(SPECIALS[4:]) + [_visual_token(c, width) for c in range(n_visual)]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<bos>", eos_token="<eos>",
+                                   additional_special_tokens=specials)
+    return fast
+
+
+def save_text_tokenizer(tok, folder: str | Path) -> None:
+    """Write ``tokenizer.json`` into a checkpoint folder (atomic)."""
+    with atomic_path(Path(folder) / TOKENIZER_FILE) as tmp:
+        tmp.write_text(tok.backend_tokenizer.to_str(), encoding="utf-8")
+
+
+def load_text_tokenizer(folder: str | Path, n_visual: int):
+    """Read the ``tokenizer.json`` of a checkpoint folder, with clear errors."""
+    from tokenizers import Tokenizer
+
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {folder} is incomplete: {TOKENIZER_FILE} is missing")
+    try:
+        return _wrap(Tokenizer.from_str(path.read_text(encoding="utf-8")), n_visual)
+    except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt file
+        raise CheckpointError(f"checkpoint {folder} has an unreadable tokenizer ({e}); save it again") from e
+
+
+def default_corpus(stickers) -> list[str]:
+    """Every text the kit feeds the LMM: captions of all emoji in all styles, the sample
+    instructions and DRC's hybrid-prompt sentence."""
+    from drclib.data.users import INSTRUCTIONS
+
+    texts = [sticker_caption(n, s) for n in stickers.names for s in stickers.styles]
+    texts += list(INSTRUCTIONS)
+    texts.append("Create an image that meets the specified requirements")
+    return texts
+
+
+# ---------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class LMMConfig:
+    """Sizes of the pocket LMM. ``vocab_size`` counts specials + visual codes + words."""
+
+    vocab_size: int
+    n_visual: int = 256
+    tokens_per_image: int = 64
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 704
+    max_positions: int = 192
+    rope_theta: float = 10000.0
+
+    @property
+    def visual_offset(self) -> int:
+        return len(SPECIALS)
+
+
+def _cache_kwarg() -> str:
+    """transformers 5 calls the KV cache argument ``cache``; 4.x calls it ``past_key_values``."""
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+class PocketLMM(Pretrained):
+    """A Llama-family causal LM over the joint text + visual vocabulary, with its tokenizer.
+
+    >>> lmm = PocketLMM.from_pretrained("data/checkpoints/lmm")       # doctest: +SKIP
+    >>> codes = lmm.generate_images(["a sticker of cat face in noto style"], seed=0)
+    >>> codes.shape                                                    # doctest: +SKIP
+    torch.Size([1, 64])
+    """
+
+    config_class = LMMConfig
+
+    def __init__(self, config: LMMConfig, text_tokenizer=None):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        self.config = config
+        heads = config.num_heads
+        self.lm = LlamaForCausalLM(LlamaConfig(
+            vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_layers, num_attention_heads=heads, num_key_value_heads=heads,
+            intermediate_size=config.intermediate_size, max_position_embeddings=config.max_positions,
+            rope_theta=config.rope_theta, tie_word_embeddings=True, pad_token_id=PAD,
+            bos_token_id=BOS, eos_token_id=EOS, attention_dropout=0.0))
+        self.text_tokenizer = text_tokenizer
+        self._cache_arg = _cache_kwarg()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_stickers(cls, stickers, n_visual: int = 256, **sizes) -> "PocketLMM":
+        """A fresh (untrained) LMM whose text vocabulary covers the sticker set's texts."""
+        tok = build_text_tokenizer(default_corpus(stickers), n_visual)
+        return cls(LMMConfig(vocab_size=len(tok), n_visual=n_visual, **sizes), tok)
+
+    def save_pretrained(self, folder, *, dtype=None, card=None, extra=None) -> Path:
+        """Weights, config and ``tokenizer.json`` in one folder (atomic writes)."""
+        import dataclasses
+
+        if self.text_tokenizer is None:
+            raise ValueError("this PocketLMM has no text tokenizer to save; build it with from_stickers")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_text_tokenizer(self.text_tokenizer, folder)
+        return save_checkpoint(folder, self.kind(), dataclasses.asdict(self.config), self.state_dict(),
+                               dtype=dtype, card=card, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, folder, *, device="cpu", **overrides) -> "PocketLMM":
+        config, state, extra = load_checkpoint(folder, cls.kind())
+        config.update(overrides)
+        try:
+            cfg = LMMConfig(**config)
+        except TypeError as e:
+            raise CheckpointError(f"checkpoint {folder} has a config this kit does not know ({e})") from e
+        tok = load_text_tokenizer(folder, cfg.n_visual)
+        if len(tok) != cfg.vocab_size:
+            raise CheckpointError(f"checkpoint {folder}: tokenizer has {len(tok)} tokens, config says "
+                                  f"{cfg.vocab_size}; the folder mixes two models")
+        model = cls(cfg, tok)
+        load_state_checked(model, state, str(folder))
+        model.training_info = extra
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ vocabulary helpers
+    @property
+    def device(self) -> torch.device:
+        return self.lm.get_input_embeddings().weight.device
+
+    @property
+    def visual_offset(self) -> int:
+        return self.config.visual_offset
+
+    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """Visual codes ``[..., 64]`` -> token ids in the joint vocabulary."""
+        codes = torch.as_tensor(codes)
+        if codes.dtype not in (torch.int64, torch.int32) or codes.numel() == 0:
+            raise ValueError(f"codes must be a non-empty integer tensor, got {codes.dtype} {tuple(codes.shape)}")
+        if codes.min() < 0 or codes.max() >= self.config.n_visual:
+            raise ValueError(f"visual codes must lie in [0, {self.config.n_visual}), got "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return codes.long() + self.visual_offset
+
+    def text_ids(self, text: str) -> list[int]:
+        """Word ids of ``text`` (no specials added)."""
+        if self.text_tokenizer is None:
+            raise ValueError("this PocketLMM has no text tokenizer")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return self.text_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode_text(self, ids: Sequence[int]) -> str:
+        return self.text_tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def describe_ids(self, ids: Sequence[int]) -> list[str]:
+        """The token string of every id, e.g. ``['<bos>', 'a', 'sticker', ..., '<v017>']``."""
+        return self.text_tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+
+    def t2i_ids(self, text: str, codes: torch.Tensor | None = None) -> list[int]:
+        """``<bos> text <img>`` (a generation prompt), or the whole training sequence with
+        ``codes``: ``<bos> text <img> v*64 </img> <eos>``."""
+        ids = [BOS, *self.text_ids(text), IMG]
+        if codes is not None:
+            ids += self.codes_to_ids(codes).tolist() + [IMG_END, EOS]
+        return ids
+
+    def i2t_ids(self, codes: torch.Tensor, text: str | None = None) -> list[int]:
+        """``<bos> <img> v*64 </img>`` (+ ``text <eos>`` for training)."""
+        ids = [BOS, IMG, *self.codes_to_ids(codes).tolist(), IMG_END]
+        if text is not None:
+            ids += [*self.text_ids(text), EOS]
+        return ids
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The LMM's own embedding lookup E (ids -> ``[..., hidden]``)."""
+        return self.lm.get_input_embeddings()(torch.as_tensor(ids, device=self.device))
+
+    def visual_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        """E_x of the paper: the embedding sequence of an image's visual tokens, ``[B, 64, d]``."""
+        return self.embed(self.codes_to_ids(torch.as_tensor(codes, device=self.device)))
+
+    def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, labels=None, **kw):
+        return self.lm(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                       labels=labels, **kw)
+
+    # ------------------------------------------------------------------ generation
+    def _step(self, embeds, mask, positions, cache):
+        kw = {self._cache_arg: cache} if cache is not None else {}
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
+                      **kw)
+        return out.logits[:, -1].float(), out
+
+    def _prompt_embeddings(self, text, inputs_embeds, attention_mask, num_images):
+        """Left-padded prompt embeddings ending in ``<img>`` and their attention mask."""
+        if (text is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of text (a str or list of str) or inputs_embeds [B, T, d]")
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise ValueError("text must be a str or a non-empty list of str")
+            texts = [t for t in texts for _ in range(num_images)]
+            seqs = [self.t2i_ids(t) for t in texts]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, s in enumerate(seqs):
+                ids[i, width - len(s):] = torch.tensor(s)
+                mask[i, width - len(s):] = 1
+            return self.embed(ids.to(self.device)), mask.to(self.device)
+        emb = torch.as_tensor(inputs_embeds)
+        if emb.ndim != 3 or emb.shape[-1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must be [B, T, {self.config.hidden_size}], got {tuple(emb.shape)}")
+        if not torch.isfinite(emb).all():
+            raise ValueError("inputs_embeds contains NaN or inf")
+        emb = emb.to(self.device, self.lm.get_input_embeddings().weight.dtype)
+        mask = (torch.ones(emb.shape[:2], dtype=torch.long, device=self.device) if attention_mask is None
+                else torch.as_tensor(attention_mask, device=self.device).long())
+        if mask.shape != emb.shape[:2]:
+            raise ValueError(f"attention_mask must be {tuple(emb.shape[:2])}, got {tuple(mask.shape)}")
+        if not (mask[:, -1] == 1).all():
+            raise ValueError("inputs_embeds must be left-padded: the last position of every row must be real")
+        img = self.embed(torch.full((emb.shape[0], 1), IMG, device=self.device))
+        emb, mask = torch.cat([emb, img], 1), torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        if num_images > 1:
+            emb, mask = emb.repeat_interleave(num_images, 0), mask.repeat_interleave(num_images, 0)
+        return emb, mask
+
+    @torch.no_grad()
+    def generate_images(self, text: str | list[str] | None = None, *, inputs_embeds: torch.Tensor | None = None,
+                        attention_mask: torch.Tensor | None = None, num_images: int = 1, seed: int | None = None,
+                        greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
+                        use_cache: bool = True) -> torch.LongTensor:
+        """Generate visual codes ``[B * num_images, 64]`` for text prompts or prompt embeddings.
+
+        Exactly ``tokens_per_image`` steps, each constrained to the visual codes (other tokens
+        get probability 0). ``inputs_embeds`` (left-padded, with ``attention_mask``) is the
+        prefix before ``<img>``: later stages put latent instructions there. ``seed`` makes
+        sampling repeatable; ``greedy`` takes the most likely code. ``use_cache=False``
+        recomputes the whole sequence every step (for the benchmark only: much slower).
+        """
+        if num_images < 1:
+            raise ValueError(f"num_images must be at least 1, got {num_images}")
+        if not greedy and not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
+        if top_k is not None and not 1 <= top_k <= self.config.n_visual:
+            raise ValueError(f"top_k must be in 1..{self.config.n_visual}, got {top_k}")
+        was_training = self.training
+        self.eval()
+        emb, mask = self._prompt_embeddings(text, inputs_embeds, attention_mask, num_images)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        lo, hi = self.visual_offset, self.visual_offset + self.config.n_visual
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = None
+        if use_cache:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+        out_codes = []
+        cur_emb, cur_mask, cur_pos = emb, mask, positions
+        for step in range(self.config.tokens_per_image):
+            if use_cache:
+                logits, _ = self._step(cur_emb, cur_mask, cur_pos, cache)
+            else:
+                logits, _ = self._step(emb, mask, positions, None)
+            logits = logits[:, lo:hi]
+            if greedy:
+                code = logits.argmax(-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, -1).cpu()
+                code = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(self.device)
+            out_codes.append(code)
+            nxt = self.embed((code + lo)[:, None])
+            next_pos = positions[:, -1:] + 1
+            if use_cache:
+                cur_mask = torch.cat([cur_mask, cur_mask.new_ones(cur_mask.shape[0], 1)], 1)
+                cur_emb, cur_pos = nxt, next_pos
+                positions = torch.cat([positions, next_pos], 1)
+            else:
+                emb = torch.cat([emb, nxt], 1)
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+                positions = torch.cat([positions, next_pos], 1)
+        self.train(was_training)
+        return torch.stack(out_codes, 1)
+
+    @torch.no_grad()
+    def caption(self, codes: torch.Tensor, max_new_tokens: int = 16) -> list[str]:
+        """Image-to-text: greedy captions of images given as visual codes ``[B, 64]``."""
+        codes = torch.as_tensor(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.config.tokens_per_image:
+            raise ValueError(f"codes must be [B, {self.config.tokens_per_image}], got {tuple(codes.shape)}")
+        was_training = self.training
+        self.eval()
+        ids = torch.tensor([self.i2t_ids(c) for c in codes], device=self.device)
+        words_lo = self.visual_offset + self.config.n_visual
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        kw = {self._cache_arg: cache}
+        out = self.lm(input_ids=ids, use_cache=True, **kw)
+        done = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
+        result = [[] for _ in range(len(ids))]
+        pos = ids.shape[1]
+        for _ in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            allowed = torch.full_like(logits, float("-inf"))
+            allowed[:, words_lo:] = 0
+            allowed[:, EOS] = 0
+            nxt = (logits + allowed).argmax(-1)
+            for i, t in enumerate(nxt.tolist()):
+                if not done[i] and t != EOS:
+                    result[i].append(t)
+            done |= nxt == EOS
+            if done.all():
+                break
+            out = self.lm(input_ids=nxt[:, None], use_cache=True,
+                          position_ids=torch.full((len(ids), 1), pos, device=self.device), **kw)
+            pos += 1
+        self.train(was_training)
+        return [self.decode_text(r) for r in result]
+
+
+def default_checkpoint_dir() -> Path:
+    from drclib.data.stickers import repo_root
+
+    return repo_root() / "data" / "checkpoints" / "lmm"
+
+
+def load_default(device: str | torch.device = "cpu") -> PocketLMM:
+    """The shipped pocket LMM (``data/checkpoints/lmm``)."""
+    folder = default_checkpoint_dir()
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"no shipped LMM at {folder}; train one with "
+                              "`python -m drclib.train backbone --out data/checkpoints/lmm`")
+    return PocketLMM.from_pretrained(folder, device=device)
+
+
+__all__ = ["PocketLMM", "LMMConfig", "SPECIALS", "PAD", "UNK", "BOS", "EOS", "IMG", "IMG_END", "Z", "SEP",
+           "build_text_tokenizer", "default_corpus", "sticker_caption", "default_checkpoint_dir", "load_default"]
+
+
+@torch.no_grad()
+def encode_sticker_set(tokenizer, stickers, batch_size: int = 512) -> torch.Tensor:
+    """The visual codes of every sticker, ``[n_styles, n_emoji, 64]`` (long, on the CPU)."""
+    flat = stickers.images.reshape(-1, *stickers.images.shape[2:])
+    out = []
+    for i in range(0, len(flat), batch_size):
+        out.append(tokenizer.encode_uint8(flat[i:i + batch_size]).cpu())
+    return torch.cat(out).view(stickers.n_styles, stickers.n_emoji, -1)
+
+
+@torch.no_grad()
+def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
+                           batch_size: int = 64, greedy: bool = True, seed: int = 0) -> dict:
+    """Generate ``a sticker of <name> in <style> style`` for every cell and classify the decoded
+    images: the rate with the asked style, the asked emoji (top-1, top-5) and both."""
+    from drclib.metrics import classify_rates
+
+    cells = np.asarray(cells)
+    images = []
+    for i in range(0, len(cells), batch_size):
+        c = cells[i:i + batch_size]
+        prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in c]
+        codes = lmm.generate_images(prompts, greedy=greedy, seed=seed + i)
+        images.append(tokenizer.decode(codes.to(tokenizer.device)).cpu())
+    images = torch.cat(images)
+    rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),
+                           torch.from_numpy(cells[:, 1]))
+    return {k: float(v) for k, v in rates.items()} | {"n_cells": int(len(cells))}

@@ -1,0 +1,153 @@
+"""drclib.backbone and backbone pretraining (drclib.train): vocabulary layout, generation with
+and without the KV cache, constraints, seeds, captions, save/load, resume, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, build_text_tokenizer
+from drclib.checkpoint import CheckpointError
+from drclib.train import IGNORE, PretrainConfig, pretrain_backbone, pretraining_sequences
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=96)
+
+
+@pytest.fixture(scope="module")
+def lmm(tiny_stickers):
+    torch.manual_seed(0)
+    return PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def codes(tiny_stickers):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 16, (6, tiny_stickers.n_emoji, 64), generator=g)
+
+
+def test_vocabulary_layout(lmm):
+    tok = lmm.text_tokenizer
+    assert tok.convert_ids_to_tokens(list(range(len(SPECIALS)))) == list(SPECIALS)
+    assert tok.convert_ids_to_tokens([lmm.visual_offset, lmm.visual_offset + 15]) == ["<v00>", "<v15>"]
+    assert len(tok) == lmm.config.vocab_size
+    ids = lmm.t2i_ids("a sticker of thing number 3 in noto style")
+    assert ids[0] == BOS and ids[-1] == IMG and all(i >= lmm.visual_offset + 16 for i in ids[1:-1])
+    assert lmm.describe_ids(ids)[1:4] == ["a", "sticker", "of"]
+    assert lmm.text_ids("Ünknown wörd")[0] == tok.unk_token_id  # never-seen words become <unk>
+    seq = lmm.i2t_ids(torch.arange(64) % 16, "a sticker")
+    assert seq[:2] == [BOS, IMG] and seq[66] == IMG_END and seq[-1] == EOS
+
+
+def test_text_tokenizer_lowercases_and_strips_accents():
+    tok = build_text_tokenizer(["Piñata Face", "café"], n_visual=4)
+    assert tok.convert_ids_to_tokens(tok("PINATA cafe", add_special_tokens=False)["input_ids"]) == ["pinata", "cafe"]
+
+
+def test_generation_is_constrained_seeded_and_cache_exact(lmm):
+    a = lmm.generate_images(["a sticker of thing number 1 in noto style"], num_images=3, seed=5)
+    b = lmm.generate_images(["a sticker of thing number 1 in noto style"], num_images=3, seed=5)
+    c = lmm.generate_images(["a sticker of thing number 1 in noto style"], num_images=3, seed=5, use_cache=False)
+    assert a.shape == (3, 64) and a.dtype == torch.long and a.min() >= 0 and a.max() < 16
+    assert torch.equal(a, b) and torch.equal(a, c)       # the KV cache changes speed, not results
+    assert not torch.equal(a, lmm.generate_images(["a sticker of thing number 1 in noto style"],
+                                                  num_images=3, seed=6))
+    g = lmm.generate_images(["a sticker", "a sticker of thing number 1 in noto style"], greedy=True)
+    one = lmm.generate_images(["a sticker of thing number 1 in noto style"], greedy=True)
+    assert torch.equal(g[1], one[0])                      # left padding does not change a prompt's output
+    assert lmm.generate_images("x", top_k=1, seed=0).shape == (1, 64)
+
+
+def test_generation_from_inputs_embeds_matches_text(lmm):
+    ids = torch.tensor([lmm.t2i_ids("a sticker of thing number 2 in noto style")[:-1]])
+    from_text = lmm.generate_images("a sticker of thing number 2 in noto style", greedy=True)
+    from_emb = lmm.generate_images(inputs_embeds=lmm.embed(ids), greedy=True)
+    assert torch.equal(from_text, from_emb)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(), "exactly one"),
+    (dict(text="x", inputs_embeds=torch.zeros(1, 2, 32)), "exactly one"),
+    (dict(text=[]), "non-empty"),
+    (dict(text="x", num_images=0), "num_images"),
+    (dict(text="x", temperature=0.0), "temperature"),
+    (dict(text="x", top_k=99), "top_k"),
+    (dict(inputs_embeds=torch.zeros(2, 3)), "inputs_embeds must be"),
+    (dict(inputs_embeds=torch.full((1, 2, 32), float("nan"))), "NaN"),
+    (dict(inputs_embeds=torch.zeros(1, 2, 32), attention_mask=torch.tensor([[1, 0]])), "left-padded"),
+])
+def test_generation_bad_input(lmm, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        lmm.generate_images(**kwargs)
+
+
+def test_codes_validation_and_visual_embeddings(lmm):
+    e = lmm.visual_embeddings(torch.zeros(2, 64, dtype=torch.long))
+    assert e.shape == (2, 64, 32)
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        lmm.codes_to_ids(torch.tensor([16]))
+    with pytest.raises(ValueError, match="integer"):
+        lmm.codes_to_ids(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="codes must be"):
+        lmm.caption(torch.zeros(2, 10, dtype=torch.long))
+
+
+def test_pretraining_sequences_label_only_the_output(lmm, tiny_stickers, codes):
+    cells = np.array([[0, 1], [3, 7]])
+    ids, labels = pretraining_sequences(lmm, tiny_stickers, codes, cells, "t2i")
+    img_at = (ids[0] == IMG).nonzero()[0, 0]
+    assert (labels[0, :img_at + 1] == IGNORE).all()
+    assert torch.equal(labels[0, img_at + 1:img_at + 65], codes[0, 1] + lmm.visual_offset)
+    ids, labels = pretraining_sequences(lmm, tiny_stickers, codes, cells, "i2t")
+    assert (labels[1, :67] == IGNORE).all() and EOS in labels[1].tolist()
+    with pytest.raises(ValueError, match="direction"):
+        pretraining_sequences(lmm, tiny_stickers, codes, cells, "both")
+
+
+def test_pretraining_learns_and_captions(tiny_stickers, codes):
+    torch.manual_seed(0)
+    m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **(TINY | dict(hidden_size=64)))
+    cells = np.array([[0, 0], [1, 1]])
+    h = pretrain_backbone(m, tiny_stickers, codes, cells, PretrainConfig(steps=120, batch_size=4, lr=1e-2,
+                                                                        warmup=5, bf16=False), progress=False)
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    out = m.generate_images("a sticker of thing number 0 in twemoji style", greedy=True)
+    assert (out[0] == codes[0, 0]).float().mean() > 0.5   # it memorised the two stickers
+    assert m.caption(codes[1, 1][None])[0] == "a sticker of thing number 1 in noto style"
+
+
+def test_pretraining_resume_matches_uninterrupted(tiny_stickers, codes, tmp_path):
+    cells = np.array([[0, 0], [1, 1], [2, 5]])
+    cfg = PretrainConfig(steps=8, batch_size=4, warmup=2, bf16=False, checkpoint_every=3)
+
+    def fresh():
+        torch.manual_seed(1)
+        return PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+
+    a = fresh()
+    ha = pretrain_backbone(a, tiny_stickers, codes, cells, cfg, progress=False)
+    b = fresh()
+    pretrain_backbone(b, tiny_stickers, codes, cells, cfg, checkpoint_dir=tmp_path, stop_after=5, progress=False)
+    b = fresh()  # a new process would start from fresh weights, then resume
+    hb = pretrain_backbone(b, tiny_stickers, codes, cells, cfg, checkpoint_dir=tmp_path, progress=False)
+    assert hb["step"] == ha["step"]
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-4)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+
+
+def test_save_and_load(lmm, tmp_path):
+    lmm.save_pretrained(tmp_path / "m", dtype=torch.float16)
+    back = PocketLMM.from_pretrained(tmp_path / "m")
+    assert back.config == lmm.config and len(back.text_tokenizer) == len(lmm.text_tokenizer)
+    assert back.text_ids("a sticker") == lmm.text_ids("a sticker")
+    (tmp_path / "m" / "tokenizer.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="unreadable tokenizer"):
+        PocketLMM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json is missing"):
+        PocketLMM.from_pretrained(tmp_path / "m")
+
+
+def test_bad_cells(lmm, tiny_stickers, codes):
+    with pytest.raises(ValueError, match="cells"):
+        pretrain_backbone(lmm, tiny_stickers, codes, np.zeros((0, 2), int), progress=False)
+    assert PAD == 0
