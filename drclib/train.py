@@ -241,6 +241,8 @@ def train_backbone_command(args) -> int:
     from drclib.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     stickers = StickerSet.load()
     tokenizer = tok_mod.load_default(device=device)
@@ -323,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     b.add_argument("--eval-cells", type=int, default=300, help="cells scored after training, per split")
     b.add_argument("--state-dir", default=None, help="folder for resumable training state")
     b.add_argument("--out", default=str(default_checkpoint_dir()))
