@@ -331,7 +331,8 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
                      exclude: np.ndarray | None = None, config: StickerClassifierConfig | None = None,
                      label_smoothing: float = 0.1, weight_decay: float = 5e-4,
                      max_steps: int | None = None, bf16: bool | None = None,
-                     augment_strength: float = 1.0) -> tuple[StickerClassifier, dict[str, list]]:
+                     augment_strength: float = 1.0, reconstructor: Callable | None = None,
+                     reconstruct_prob: float = 0.5) -> tuple[StickerClassifier, dict[str, list]]:
     """Train a :class:`StickerClassifier` on every (style, emoji) cell outside ``exclude``
     (default: :func:`drclib.data.heldout_cells`, the cells no training may use).
 
@@ -342,6 +343,12 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
     1.5-2x faster per step on this project's 2-core machine, with channels-last memory). Seeded: the same seed gives the same model on a CPU.
     Returns ``(model in eval mode, history)`` with per-step ``loss`` and ``lr``, per-epoch
     ``epoch_loss``, ``epoch_acc`` (training batches, augmented) and ``epoch_time_s``.
+
+    ``reconstructor`` (e.g. the visual tokenizer's ``reconstruct``) maps images ``[B, 3, 32, 32]``
+    to their round trip through a generator's decoder; each training image is then replaced
+    by its reconstruction with probability ``reconstruct_prob``. A judge of *generated*
+    stickers must recognise decoder output: without this, the style classifier calls many
+    tokenizer reconstructions by the wrong style.
     """
     from tqdm.auto import tqdm
 
@@ -373,6 +380,15 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     images = stickers.batch(cells, as_torch=True)  # [N, 3, 32, 32], training cells only
+    recon = None
+    if reconstructor is not None:
+        if not 0 <= reconstruct_prob <= 1:
+            raise ValueError(f"reconstruct_prob must be in [0, 1], got {reconstruct_prob}")
+        with torch.no_grad():
+            recon = torch.cat([reconstructor(images[i:i + 256]).float().cpu().clamp(0, 1)
+                               for i in range(0, len(images), 256)])
+        if recon.shape != images.shape:
+            raise ValueError(f"reconstructor returned {tuple(recon.shape)} for {tuple(images.shape)}")
     labels = torch.from_numpy(cells[:, 0] if target == "style" else cells[:, 1]).long()
     n = len(cells)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -397,7 +413,11 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
                 if step >= total:
                     break
                 idx = perm[i:i + batch_size]
-                x = augment(images[idx].to(device), gen, colour=(target == "emoji"), strength=augment_strength)
+                x = images[idx]
+                if recon is not None:
+                    swap = torch.rand(len(idx), generator=gen) < reconstruct_prob
+                    x = torch.where(swap.view(-1, 1, 1, 1), recon[idx], x)
+                x = augment(x.to(device), gen, colour=(target == "emoji"), strength=augment_strength)
                 if device.type == "cpu":
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[idx].to(device)
@@ -491,11 +511,16 @@ def gram_matrix(fmap: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)
 
 
-STYLE_LAYERS = (0, 1, 2)
-"""Stages of the style classifier whose Gram matrices StyleSim compares (32, 16 and 8 px)."""
+STYLE_LAYERS = (-1,)
+"""Stages of the style classifier whose Gram matrices StyleSim compares: the deepest (for the
+shipped classifier, stage 3: 4x4 maps of 256 channels). Measured with the shipped style classifier on 300 random anchors (seed 0),
+how often an image of the *same style, other emoji* is nearer than one of the *same emoji,
+other style* (higher is better): stage 0 alone 51%, 1: 60%, 2: 71%, 3: 85%, stages (0, 1, 2)
+summed 54%. At 32 px, the Gram statistics of shallow layers mostly track what is drawn; the
+deepest stage of a network trained to tell styles apart tracks the style."""
 
-STYLE_SIM_SCALE = 1000.0
-"""StyleSim is reported x1000 so typical values are of order 1-10 (the paper's are 6-14;
+STYLE_SIM_SCALE = 1e6
+"""StyleSim is reported x1e6 so typical values are of order 1-10 (the paper's are 6-14;
 different features, so only the direction "lower is better" carries over)."""
 
 
@@ -512,7 +537,7 @@ def style_sim(model: StickerClassifier, images_a: torch.Tensor, images_b: torch.
         raise ValueError(f"images_a and images_b must have the same batch size (or one of them 1), "
                          f"got {len(a)} and {len(b)}")
     if layers is None:
-        layers = tuple(i for i in STYLE_LAYERS if i < len(model.stages))
+        layers = tuple(i for i in STYLE_LAYERS if -len(model.stages) <= i < len(model.stages))
     bad = [i for i in layers if not -len(model.stages) <= i < len(model.stages)]
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has {len(model.stages)} stages")
@@ -1023,7 +1048,9 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
         f"`drclib.data.heldout_cells` ({tr['n']} training cells); labels = the cell's {target}.",
         f"- {args.epochs} epochs, batch {args.batch_size}, AdamW (lr {args.lr}, one-cycle, weight decay 5e-4), "
         f"label smoothing 0.1, seed {args.seed}; augmentation `drclib.metrics.augment` "
-        f"({'with' if target == 'emoji' else 'without'} colour jitter).",
+        f"({'with' if target == 'emoji' else 'without'} colour jitter)"
+        + ("; half of the training images replaced by their reconstruction through the shipped tokenizer"
+           if metrics.get("with_reconstructions") else "") + ".",
         f"- training time: {metrics['train_time_s']:.0f} s wall clock, {metrics['train_cpu_s']:.0f} s of CPU "
         f"time, on {metrics['machine']}.",
         *([f"- note: {metrics['note']}"] if metrics.get("note") else []),
@@ -1035,13 +1062,26 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
         "| cells | n | " + ("style accuracy |" if target == "style" else "emoji top-1 | emoji top-5 |"),
         "|---|---|---|" + ("" if target == "style" else "---|"),
     ]
-    for label, m in (("held-out (unseen style x emoji combinations)", ho), ("training cells (no augmentation)", tr)):
+    rows = [("held-out (unseen style x emoji combinations)", ho), ("training cells (no augmentation)", tr)]
+    if "heldout_reconstructed" in metrics:
+        rows.append(("held-out, after the tokenizer's round trip", metrics["heldout_reconstructed"]))
+    for label, m in rows:
         lines.append(f"| {label} | {m['n']} | {m['acc']:.4f} |" + ("" if target == "style" else f" {m['top5']:.4f} |"))
     if "heldout_per_style" in metrics:
         lines += ["", "Held-out accuracy per style: " + ", ".join(
             f"{k} {v:.3f}" for k, v in metrics["heldout_per_style"].items()) + "."]
     lines += ["", "Measured by the fp16 weights as saved (reloaded as float32).", ""]
     return "\n".join(lines)
+
+
+def _tokenizer_reconstructor(args):
+    """The shipped tokenizer's round trip, when ``--with-reconstructions`` asks for it."""
+    if not getattr(args, "with_reconstructions", False):
+        return None
+    from drclib import tokenizer as vt
+
+    tok = vt.load_default()
+    return lambda x: tok.reconstruct(x.to(tok.device))
 
 
 def _cli_train(args) -> int:
@@ -1057,7 +1097,8 @@ def _cli_train(args) -> int:
         config = dataclasses.replace(config, widths=tuple(int(w) for w in args.widths.split(",")))
     model, hist = train_classifier(stickers, args.target, epochs=args.epochs, batch_size=args.batch_size,
                                    lr=args.lr, seed=args.seed, device=args.device, progress=not args.quiet,
-                                   config=config, augment_strength=args.augment_strength)
+                                   config=config, augment_strength=args.augment_strength,
+                                   reconstructor=_tokenizer_reconstructor(args))
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     out = Path(args.out)
     tmp_model = model.to("cpu")
@@ -1079,6 +1120,20 @@ def _cli_train(args) -> int:
     }
     if args.note:
         metrics["note"] = args.note
+    metrics["with_reconstructions"] = bool(getattr(args, "with_reconstructions", False))
+    try:  # how it judges decoder output: held-out cells after the shipped tokenizer's round trip
+        from drclib import tokenizer as vt
+
+        tok = vt.load_default()
+        x = stickers.batch(ho_cells, as_torch=True)
+        rec = torch.cat([tok.reconstruct(x[i:i + 256]).cpu() for i in range(0, len(x), 256)])
+        top = shipped.topk(rec, min(5, shipped.config.num_classes))[1]
+        lab = torch.from_numpy(ho_cells[:, 0 if args.target == "style" else 1])
+        metrics["heldout_reconstructed"] = {"acc": float((top[:, 0] == lab).float().mean()),
+                                            "top5": float((top == lab[:, None]).any(1).float().mean()),
+                                            "n": int(len(ho_cells))}
+    except CheckpointError:
+        pass
     # held-out top-1 accuracy per style of the cell (which artists the evaluator finds hard)
     label_col = 0 if args.target == "style" else 1
     ok = shipped.predict(stickers.batch(ho_cells, as_torch=True)).numpy() == ho_cells[:, label_col]
@@ -1106,6 +1161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--out", default=None, help="output folder (default data/checkpoints/<target>_classifier)")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--widths", default=None, help="channels per stage, e.g. 32,64,128,256 (default: the shipped shape)")
+    t.add_argument("--with-reconstructions", action="store_true",
+                   help="also train on the shipped tokenizer's reconstructions (half the images), so the "
+                        "classifier judges decoded, generated stickers well")
     t.add_argument("--augment-strength", type=float, default=1.0,
                    help="scale of the augmentation (1.0 default; lower keeps more of the pixels)")
     t.add_argument("--note", default="", help="a line for the model card (e.g. about machine load)")

@@ -377,3 +377,22 @@ def test_cli_train_writes_checkpoint_with_card(monkeypatch, tmp_path, tiny_stick
     m = M.StickerClassifier.from_pretrained(out)
     assert m.config.widths == (8,) and m.training_info["epochs"] == 1
     assert "heldout" in capsys.readouterr().out
+
+
+def test_training_on_reconstructions_calls_the_reconstructor(tiny_stickers):
+    cfg = M.StickerClassifierConfig(num_classes=6, target="style", widths=(8,), dropout=0.0)
+    seen = []
+
+    def fake_tokenizer_round_trip(x):
+        seen.append(x.shape[0])
+        return (x * 0.9 + 0.05).clamp(0, 1)  # a "blurry" decoder
+
+    M.train_classifier(tiny_stickers, "style", epochs=1, batch_size=32, seed=0, device="cpu", progress=False,
+                       config=cfg, max_steps=2, reconstructor=fake_tokenizer_round_trip)
+    assert sum(seen) == (~heldout_cells(tiny_stickers)).sum()   # every training image, once, up front
+    with pytest.raises(ValueError, match="reconstruct_prob"):
+        M.train_classifier(tiny_stickers, "style", epochs=1, seed=0, device="cpu", progress=False, config=cfg,
+                           max_steps=1, reconstructor=fake_tokenizer_round_trip, reconstruct_prob=1.5)
+    with pytest.raises(ValueError, match="reconstructor returned"):
+        M.train_classifier(tiny_stickers, "style", epochs=1, seed=0, device="cpu", progress=False, config=cfg,
+                           max_steps=1, reconstructor=lambda x: x[:, :1])
