@@ -231,12 +231,113 @@ def _downsample(values: list, n: int = 300) -> list:
     return [values[i] for i in idx]
 
 
+PROBE_CELLS = 48
+"""Training cells (the first of :func:`eval_cell_subsets`) whose scores the tests re-measure."""
+
+
+def eval_cell_subsets(stickers, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The fixed cells the LMM's card is measured on: ``n`` training and ``n`` held-out cells."""
+    from drclib.data import heldout_cells
+
+    held = heldout_cells(stickers)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, cells in (("train_cells", np.argwhere(~held)), ("heldout_cells", np.argwhere(held))):
+        out[name] = cells[np.sort(rng.choice(len(cells), size=min(n, len(cells)), replace=False))]
+    return out
+
+
+def _previous_lines(extra: dict) -> str:
+    """Earlier runs this one continued from (``--init-from``), oldest first."""
+    out = ""
+    for p in extra.get("previous", []):
+        out += (f"\n- Continued from: `{p.get('command', '?')}` ({p.get('pretrain', {}).get('steps', '?')} steps, "
+                f"{p.get('train_minutes', 0):.1f} min).")
+    return out
+
+
+def _lmm_card(lmm: PocketLMM, extra: dict) -> str:
+    c, ev, pre = lmm.config, extra["evaluation"], extra["pretrain"]
+    n_params = sum(p.numel() for p in lmm.parameters())
+    hist = extra["history"]
+    rows = "\n".join(
+        f"| {label} | {ev[k]['style_acc']:.3f} | {ev[k]['emoji_top1']:.3f} | {ev[k]['emoji_top5']:.3f} | "
+        f"{ev[k]['both']:.3f} |" for k, label in (("train_cells", "training cells"),
+                                                  ("heldout_cells", "held-out cells (never seen)")))
+    return f"""# Pocket LMM (drc-kit)
+
+A Llama-family causal LM (transformers `LlamaForCausalLM`): hidden {c.hidden_size}, {c.num_layers} layers,
+{c.num_heads} heads, MLP {c.intermediate_size}; vocabulary {c.vocab_size} = {len(SPECIALS)} specials +
+{c.n_visual} visual codes + words; {n_params / 1e6:.2f} M parameters, stored in fp16. It reads and writes
+the 64 visual codes of the kit's tokenizer (data/checkpoints/tokenizer). Load it with
+`drclib.backbone.load_default()`.
+
+- Command: `{extra['command']}`, then `python -m drclib.train evaluate-backbone` (the table below,
+  measured with the fp16 weights as shipped).
+- Trained in {extra['train_minutes']:.1f} min on {extra['machine']}.{_previous_lines(extra)}
+- Data: data/stickers_32px.npz, the {extra['n_train_cells']} (style, emoji) cells outside the held-out cells,
+  as text-to-image ({1 - pre['i2t_fraction']:.0%} of each batch) and image-to-text ({pre['i2t_fraction']:.0%}) sequences;
+  {pre['steps']} steps of batch {pre['batch_size']}, AdamW lr {pre['lr']} (warm-up, cosine), bf16 autocast {pre['bf16']},
+  seed {pre['seed']}.
+- Final training loss {hist['loss'][-1]:.3f} (text-to-image {hist['loss_t2i'][-1]:.3f}, image-to-text {hist['loss_i2t'][-1]:.3f}).
+
+Text-to-image, greedy, prompt `a sticker of <name> in <style> style`; images decoded by the tokenizer and
+judged by the kit's classifiers (data/checkpoints/style_classifier, emoji_classifier) on
+{ev['train_cells']['n_cells']} training and {ev['heldout_cells']['n_cells']} held-out cells
+(`drclib.train.eval_cell_subsets(stickers, {ev['train_cells']['n_cells']})`):
+
+| cells | style correct | emoji top-1 | emoji top-5 | both |
+|---|---|---|---|---|
+{rows}
+
+{extra.get('judges', '')}
+"""
+
+
+def evaluate_backbone(folder: str | Path, *, n_cells: int = 300, device="cpu") -> dict:
+    """Reload the saved LMM (fp16 weights, as shipped), measure text-to-image on the fixed
+    cells, and rewrite its card and metrics. Returns the evaluation."""
+    from drclib import metrics, tokenizer as tok_mod
+    from drclib.backbone import evaluate_text_to_image
+    from drclib.data import StickerSet, heldout_cells
+
+    stickers = StickerSet.load()
+    lmm = PocketLMM.from_pretrained(folder, device=device)
+    tokenizer = tok_mod.load_default(device=device)
+    style_clf = metrics.load_default("style_classifier", device=device)
+    emoji_clf = metrics.load_default("emoji_classifier", device=device)
+    subsets = eval_cell_subsets(stickers, n_cells)
+    evaluation = {k: evaluate_text_to_image(lmm, tokenizer, style_clf, emoji_clf, stickers, v)
+                  for k, v in subsets.items()}
+    extra = dict(lmm.training_info)
+    extra["evaluation"] = evaluation
+    # a small fixed probe that the test suite re-measures (greedy decoding is deterministic)
+    extra["probe"] = evaluate_text_to_image(lmm, tokenizer, style_clf, emoji_clf, stickers,
+                                            subsets["train_cells"][:PROBE_CELLS])
+    extra["probe_subset_n"] = n_cells
+    si, ei = style_clf.training_info, emoji_clf.training_info
+    try:
+        extra["judges"] = (
+            "The judges are not perfect: on real held-out stickers the style classifier is right "
+            f"{si['heldout']['acc']:.0%} of the time ({si['heldout_reconstructed']['acc']:.0%} after the "
+            f"tokenizer's round trip, the ceiling for generated images), the emoji classifier "
+            f"{ei['heldout']['acc']:.0%} top-1 (their own cards).")
+    except KeyError:
+        extra["judges"] = "See the classifiers' own cards for how well they judge."
+    extra.setdefault("n_train_cells", int(len(np.argwhere(~heldout_cells(stickers)))))
+    card = _lmm_card(lmm, extra)
+    lmm.cpu().save_pretrained(folder, dtype=torch.float16, card=card, extra=extra)
+    print(card)
+    return evaluation
+
+
 def train_backbone_command(args) -> int:
-    """Pretrain the pocket LMM on every non-held-out cell, evaluate, save with a model card."""
+    """Pretrain the pocket LMM on every non-held-out cell, save it, then evaluate the saved
+    weights and write the model card."""
     import sys
 
-    from drclib import metrics, tokenizer as tok_mod
-    from drclib.backbone import encode_sticker_set, evaluate_text_to_image
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import encode_sticker_set
     from drclib.data import StickerSet, heldout_cells
     from drclib.runtime import pick_device, seed_everything
 
@@ -246,60 +347,32 @@ def train_backbone_command(args) -> int:
     seed_everything(args.seed)
     stickers = StickerSet.load()
     tokenizer = tok_mod.load_default(device=device)
-    held = heldout_cells(stickers)
-    train_cells, test_cells = np.argwhere(~held), np.argwhere(held)
+    train_cells = np.argwhere(~heldout_cells(stickers))
     codes = encode_sticker_set(tokenizer, stickers)
-    lmm = PocketLMM.from_stickers(stickers, n_visual=tokenizer.codebook_size, hidden_size=args.hidden,
-                                  num_layers=args.layers, num_heads=args.heads,
-                                  intermediate_size=args.intermediate)
+    previous = []
+    if args.init_from:
+        lmm = PocketLMM.from_pretrained(args.init_from)
+        info = lmm.training_info
+        previous = list(info.get("previous", [])) + [{k: info[k] for k in ("command", "train_minutes", "pretrain")
+                                                     if k in info}]
+    else:
+        lmm = PocketLMM.from_stickers(stickers, n_visual=tokenizer.codebook_size, hidden_size=args.hidden,
+                                      num_layers=args.layers, num_heads=args.heads,
+                                      intermediate_size=args.intermediate)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16)
+                         i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16, warmup=args.warmup)
     t0 = time.perf_counter()
     history = pretrain_backbone(lmm, stickers, codes, train_cells, cfg, device=device,
                                 checkpoint_dir=args.state_dir)
     minutes = (time.perf_counter() - t0) / 60
-    style_clf = metrics.load_default("style_classifier", device=device)
-    emoji_clf = metrics.load_default("emoji_classifier", device=device)
-    rng = np.random.default_rng(0)
-    sub_train = train_cells[np.sort(rng.choice(len(train_cells), size=min(args.eval_cells, len(train_cells)),
-                                               replace=False))]
-    sub_test = test_cells[np.sort(rng.choice(len(test_cells), size=min(args.eval_cells, len(test_cells)),
-                                             replace=False))]
-    evaluation = {"train_cells": evaluate_text_to_image(lmm, tokenizer, style_clf, emoji_clf, stickers, sub_train),
-                  "heldout_cells": evaluate_text_to_image(lmm, tokenizer, style_clf, emoji_clf, stickers, sub_test)}
-    command = "python -m drclib.train " + " ".join(sys.argv[1:])
-    extra = {"command": command, "train_minutes": round(minutes, 2), "machine": _machine(device),
+    extra = {"command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
+             "machine": _machine(device), "n_train_cells": int(len(train_cells)),
              "pretrain": {k: v for k, v in vars(cfg).items() if k != "extra"},
-             "evaluation": evaluation, "eval_seed": 0,
              "history": {k: _downsample(v) for k, v in history.items()}}
-    n_params = sum(p.numel() for p in lmm.parameters())
-    c = lmm.config
-    tr, te = evaluation["train_cells"], evaluation["heldout_cells"]
-    card = f"""# Pocket LMM (drc-kit)
-
-A Llama-family causal LM (transformers `LlamaForCausalLM`): hidden {c.hidden_size}, {c.num_layers} layers,
-{c.num_heads} heads, MLP {c.intermediate_size}; vocabulary {c.vocab_size} = {len(SPECIALS)} specials +
-{c.n_visual} visual codes + words; {n_params / 1e6:.2f} M parameters, stored in fp16. It reads and writes
-the 64 visual codes of the kit's tokenizer (data/checkpoints/tokenizer).
-
-- Command: `{command}`
-- Trained in {minutes:.1f} min on {extra['machine']}.
-- Data: data/stickers_32px.npz, the {len(train_cells)} (style, emoji) cells outside the held-out cells,
-  as text-to-image ({1 - cfg.i2t_fraction:.0%} of each batch) and image-to-text ({cfg.i2t_fraction:.0%}) sequences;
-  {cfg.steps} steps of batch {cfg.batch_size}, AdamW lr {cfg.lr} (cosine), bf16 autocast {cfg.bf16}.
-- Final training loss {history['loss'][-1]:.3f} (text-to-image {history['loss_t2i'][-1]:.3f}).
-
-Text-to-image, greedy, `a sticker of <name> in <style> style`, images decoded by the tokenizer and judged
-by the kit's classifiers (data/checkpoints/style_classifier, emoji_classifier), on {tr['n_cells']} random
-cells each (seed 0):
-
-| cells | style correct | emoji top-1 | emoji top-5 | both |
-|---|---|---|---|---|
-| training cells | {tr['style_acc']:.3f} | {tr['emoji_top1']:.3f} | {tr['emoji_top5']:.3f} | {tr['both']:.3f} |
-| held-out cells (never seen) | {te['style_acc']:.3f} | {te['emoji_top1']:.3f} | {te['emoji_top5']:.3f} | {te['both']:.3f} |
-"""
-    lmm.cpu().save_pretrained(args.out, dtype=torch.float16, card=card, extra=extra)
-    print(card)
+    if previous:
+        extra["previous"] = previous
+    lmm.cpu().save_pretrained(args.out, dtype=torch.float16, extra=extra)
+    evaluate_backbone(args.out, n_cells=args.eval_cells, device=device)
     return 0
 
 
@@ -322,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--layers", type=int, default=4)
     b.add_argument("--heads", type=int, default=4)
     b.add_argument("--intermediate", type=int, default=704)
+    b.add_argument("--warmup", type=int, default=100, help="warm-up steps of the learning rate")
+    b.add_argument("--init-from", default=None, help="continue from a saved LMM (its sizes and tokenizer; "
+                   "a new learning-rate schedule); its training record is kept in the new card")
     b.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
@@ -329,9 +405,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--eval-cells", type=int, default=300, help="cells scored after training, per split")
     b.add_argument("--state-dir", default=None, help="folder for resumable training state")
     b.add_argument("--out", default=str(default_checkpoint_dir()))
+    e = sub.add_parser("evaluate-backbone", help="measure a saved LMM and rewrite its model card",
+                       description="Reload a saved pocket LMM (fp16 weights as shipped), generate every fixed "
+                       "evaluation cell's caption greedily, classify the decoded images, and rewrite the "
+                       "checkpoint's card and metrics.")
+    e.add_argument("--folder", default=str(default_checkpoint_dir()))
+    e.add_argument("--eval-cells", type=int, default=300)
+    e.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.what == "backbone":
         return train_backbone_command(args)
+    if args.what == "evaluate-backbone":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        evaluate_backbone(args.folder, n_cells=args.eval_cells)
+        return 0
     return 2
 
 

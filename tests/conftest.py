@@ -3,7 +3,6 @@ unit tests of the data code run even where the shipped npz is missing or being r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from drclib.data.stickers import STYLES, StickerSet
 
 REPO = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def synthetic_stickers(n_emoji: int = 120, size: int = 32, seed: int = 0) -> StickerSet:

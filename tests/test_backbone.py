@@ -151,3 +151,36 @@ def test_bad_cells(lmm, tiny_stickers, codes):
     with pytest.raises(ValueError, match="cells"):
         pretrain_backbone(lmm, tiny_stickers, codes, np.zeros((0, 2), int), progress=False)
     assert PAD == 0
+
+
+def test_eval_cell_subsets_are_fixed_and_respect_the_split(shipped_stickers):
+    from drclib.data import heldout_cells
+    from drclib.train import eval_cell_subsets
+
+    a, b = eval_cell_subsets(shipped_stickers, 50), eval_cell_subsets(shipped_stickers, 50)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    held = heldout_cells(shipped_stickers)
+    assert not held[a["train_cells"][:, 0], a["train_cells"][:, 1]].any()
+    assert held[a["heldout_cells"][:, 0], a["heldout_cells"][:, 1]].all()
+
+
+def _shipped_lmm_ready():
+    from drclib.backbone import default_checkpoint_dir
+
+    d = default_checkpoint_dir()
+    return (d / "config.json").is_file() and '"probe"' in (d / "config.json").read_text()
+
+
+@pytest.mark.skipif(not _shipped_lmm_ready(), reason="no evaluated shipped LMM yet")
+def test_shipped_lmm_reproduces_its_card(shipped_stickers):
+    from drclib import metrics, tokenizer as vt
+    from drclib.backbone import evaluate_text_to_image, load_default
+    from drclib.train import PROBE_CELLS, eval_cell_subsets
+
+    lmm = load_default()
+    probe = lmm.training_info["probe"]
+    cells = eval_cell_subsets(shipped_stickers, lmm.training_info["probe_subset_n"])["train_cells"][:PROBE_CELLS]
+    got = evaluate_text_to_image(lmm, vt.load_default(), metrics.load_default("style_classifier"),
+                                 metrics.load_default("emoji_classifier"), shipped_stickers, cells)
+    for k in ("style_acc", "emoji_top1", "both"):      # greedy decoding: equal up to float noise
+        assert abs(got[k] - probe[k]) <= 0.05, (k, got[k], probe[k])

@@ -31,7 +31,20 @@ def _check_00(r):
     assert r["pixel_diff_same_emoji_other_style"] > 10        # style is a real, visible factor
 
 
-CHECKS = {"00_task_and_data": _check_00}
+def _check_01(r):
+    assert r["retrained"] is False
+    assert r["tokenizer"]["psnr_heldout"] > 20 and r["tokenizer"]["usage"] > 0.5
+    # the tokenizer keeps style and emoji for most reconstructions
+    assert r["reconstruction_rates"]["style_acc"] > 0.5 and r["reconstruction_rates"]["emoji_top5"] > 0.6
+    assert r["demo_training"]["last_loss"] < r["demo_training"]["first_loss"]     # the loop learns
+    t2i = r["t2i_train_cells"]
+    assert 0 <= t2i["both"] <= min(t2i["style_acc"], t2i["emoji_top1"]) <= 1
+    assert t2i["style_acc"] > 0.3                                   # well above chance (1/6): the LMM draws styles
+    assert r["generation_seconds_16"]["no_cache"] > r["generation_seconds_16"]["cache"]
+    assert len(r["captions"]) == 3 and all(isinstance(c, str) for c in r["captions"])
+
+
+CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01}
 
 NOTEBOOKS = find_notebooks()
 
