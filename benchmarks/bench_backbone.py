@@ -1,6 +1,6 @@
 """Benchmark of the pocket LMM on this machine (prints figures; not a test).
 
-    python benchmarks/bench_backbone.py [--checkpoint data/checkpoints/lmm] [--batch 16]
+    python benchmarks/bench_backbone.py [--checkpoint data/checkpoints/lmm] [--batch 16] [--threads N]
 
 Prints: the CPU core count and torch threads; training throughput (tokens/s) with and
 without bf16 autocast; generation speed (images/s) with and without the KV cache, and their
@@ -30,7 +30,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="images generated at once")
     p.add_argument("--train-steps", type=int, default=12)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     stickers = StickerSet.load()
     if os.path.isfile(os.path.join(args.checkpoint, "config.json")):
