@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drclib.checkpoint import CheckpointError, Pretrained, load_checkpoint, load_state_checked, save_checkpoint
+from drclib.checkpoint import CheckpointError, Pretrained
 from drclib.io import atomic_path
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<img>", "</img>", "<z>", "<sep>")
@@ -146,7 +146,27 @@ def _cache_kwarg() -> str:
     return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
-class PocketLMM(Pretrained):
+class WithTextTokenizer(Pretrained):
+    """A :class:`~drclib.checkpoint.Pretrained` model that owns a text tokenizer
+    (``self.text_tokenizer``), saved as ``tokenizer.json`` beside its weights. A config with
+    ``n_visual`` (the LMM) gets that many visual tokens back on load; the vocabulary must
+    match the config's ``vocab_size``."""
+
+    def save_files(self, folder: Path) -> None:
+        if getattr(self, "text_tokenizer", None) is None:
+            raise ValueError(f"this {self.kind()} has no text tokenizer to save; build it with from_stickers")
+        save_text_tokenizer(self.text_tokenizer, folder)
+
+    @classmethod
+    def load_files(cls, folder: Path, config) -> dict:
+        tok = load_text_tokenizer(folder, getattr(config, "n_visual", 0))
+        if len(tok) != config.vocab_size:
+            raise CheckpointError(f"checkpoint {folder}: tokenizer has {len(tok)} tokens, config says "
+                                  f"{config.vocab_size}; the folder mixes two models")
+        return {"text_tokenizer": tok}
+
+
+class PocketLMM(WithTextTokenizer):
     """A Llama-family causal LM over the joint text + visual vocabulary, with its tokenizer.
 
     >>> lmm = PocketLMM.from_pretrained("data/checkpoints/lmm")       # doctest: +SKIP
@@ -178,35 +198,6 @@ class PocketLMM(Pretrained):
         """A fresh (untrained) LMM whose text vocabulary covers the sticker set's texts."""
         tok = build_text_tokenizer(default_corpus(stickers), n_visual)
         return cls(LMMConfig(vocab_size=len(tok), n_visual=n_visual, **sizes), tok)
-
-    def save_pretrained(self, folder, *, dtype=None, card=None, extra=None) -> Path:
-        """Weights, config and ``tokenizer.json`` in one folder (atomic writes)."""
-        import dataclasses
-
-        if self.text_tokenizer is None:
-            raise ValueError("this PocketLMM has no text tokenizer to save; build it with from_stickers")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_text_tokenizer(self.text_tokenizer, folder)
-        return save_checkpoint(folder, self.kind(), dataclasses.asdict(self.config), self.state_dict(),
-                               dtype=dtype, card=card, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, folder, *, device="cpu", **overrides) -> "PocketLMM":
-        config, state, extra = load_checkpoint(folder, cls.kind())
-        config.update(overrides)
-        try:
-            cfg = LMMConfig(**config)
-        except TypeError as e:
-            raise CheckpointError(f"checkpoint {folder} has a config this kit does not know ({e})") from e
-        tok = load_text_tokenizer(folder, cfg.n_visual)
-        if len(tok) != cfg.vocab_size:
-            raise CheckpointError(f"checkpoint {folder}: tokenizer has {len(tok)} tokens, config says "
-                                  f"{cfg.vocab_size}; the folder mixes two models")
-        model = cls(cfg, tok)
-        load_state_checked(model, state, str(folder))
-        model.training_info = extra
-        return model.to(device).eval()
 
     # ------------------------------------------------------------------ vocabulary helpers
     @property

@@ -138,9 +138,20 @@ class Pretrained(torch.nn.Module):
     def kind(cls) -> str:
         return cls.__name__
 
+    def save_files(self, folder: Path) -> None:
+        """Hook: write files that belong beside the weights (e.g. a text tokenizer)."""
+
+    @classmethod
+    def load_files(cls, folder: Path, config: Any) -> dict[str, Any]:
+        """Hook: constructor keyword arguments read from the folder (e.g. a text tokenizer)."""
+        return {}
+
     def save_pretrained(self, folder: str | os.PathLike, *, dtype: torch.dtype | None = None,
                         card: str | None = None, extra: dict | None = None) -> Path:
         """Save config and weights to ``folder`` (atomic; ``dtype=torch.float16`` halves the size)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.save_files(folder)
         return save_checkpoint(folder, self.kind(), dataclasses.asdict(self.config), self.state_dict(),
                                dtype=dtype, card=card, extra=extra)
 
@@ -154,7 +165,7 @@ class Pretrained(torch.nn.Module):
             cfg = cls.config_class(**_tuples(config))
         except TypeError as e:
             raise CheckpointError(f"checkpoint {folder} has a config this kit does not know ({e})") from e
-        model = cls(cfg)
+        model = cls(cfg, **cls.load_files(Path(folder), cfg))
         load_state_checked(model, state, str(folder))
         model.training_info = extra
         return model.to(device).eval()

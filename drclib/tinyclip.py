@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drclib.backbone import EOS, PAD, build_text_tokenizer, load_text_tokenizer, save_text_tokenizer
-from drclib.checkpoint import CheckpointError, Pretrained, load_checkpoint, load_state_checked, save_checkpoint
+from drclib.backbone import EOS, PAD, WithTextTokenizer, build_text_tokenizer
+from drclib.checkpoint import CheckpointError
 
 BACKEND_NAME = "tinyclip (kit)"
 
@@ -54,7 +54,7 @@ class TinyCLIPConfig:
     context_length: int = 24
 
 
-class TinyCLIP(Pretrained):
+class TinyCLIP(WithTextTokenizer):
     """open_clip's CLIP at pocket size, with the kit's text tokenizer."""
 
     config_class = TinyCLIPConfig
@@ -79,28 +79,6 @@ class TinyCLIP(Pretrained):
         corpus = [c for n in stickers.names for s in stickers.styles for c in caption_variants(n, s)]
         tok = build_text_tokenizer(corpus, n_visual=0)
         return cls(TinyCLIPConfig(vocab_size=len(tok), **sizes), tok)
-
-    def save_pretrained(self, folder, *, dtype=None, card=None, extra=None) -> Path:
-        import dataclasses
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_text_tokenizer(self.text_tokenizer, folder)
-        return save_checkpoint(folder, self.kind(), dataclasses.asdict(self.config), self.state_dict(),
-                               dtype=dtype, card=card, extra=extra)
-
-    @classmethod
-    def from_pretrained(cls, folder, *, device="cpu", **overrides) -> "TinyCLIP":
-        config, state, extra = load_checkpoint(folder, cls.kind())
-        config.update(overrides)
-        try:
-            cfg = TinyCLIPConfig(**config)
-        except TypeError as e:
-            raise CheckpointError(f"checkpoint {folder} has a config this kit does not know ({e})") from e
-        model = cls(cfg, load_text_tokenizer(folder, 0))
-        load_state_checked(model, state, str(folder))
-        model.training_info = extra
-        return model.to(device).eval()
 
     # ------------------------------------------------------------------ encoding
     @property
