@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drclib.checkpoint import CheckpointError, Pretrained
+from drclib.checkpoint import CheckpointError, Pretrained, load_shipped, shipped_dir
 from drclib.io import atomic_path
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<img>", "</img>", "<z>", "<sep>")
@@ -402,18 +402,12 @@ class PocketLMM(WithTextTokenizer):
 
 
 def default_checkpoint_dir() -> Path:
-    from drclib.data.stickers import repo_root
-
-    return repo_root() / "data" / "checkpoints" / "lmm"
+    return shipped_dir("lmm")
 
 
 def load_default(device: str | torch.device = "cpu") -> PocketLMM:
     """The shipped pocket LMM (``data/checkpoints/lmm``)."""
-    folder = default_checkpoint_dir()
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"no shipped LMM at {folder}; train one with "
-                              "`python -m drclib.train backbone --out data/checkpoints/lmm`")
-    return PocketLMM.from_pretrained(folder, device=device)
+    return load_shipped(PocketLMM, default_checkpoint_dir(), "python -m drclib.train backbone --out data/checkpoints/lmm", device)
 
 
 __all__ = ["PocketLMM", "LMMConfig", "SPECIALS", "PAD", "UNK", "BOS", "EOS", "IMG", "IMG_END", "Z", "SEP",

@@ -171,6 +171,23 @@ class Pretrained(torch.nn.Module):
         return model.to(device).eval()
 
 
+def shipped_dir(name: str) -> Path:
+    """``<repo>/data/checkpoints/<name>``: where the kit ships a trained model."""
+    from drclib.data.stickers import repo_root
+
+    return repo_root() / "data" / "checkpoints" / name
+
+
+def load_shipped(cls: type[T], folder: str | os.PathLike, how_to_train: str,
+                 device: str | torch.device = "cpu") -> T:
+    """Load a shipped checkpoint folder as ``cls``; if it is absent, say how to get it."""
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"no shipped checkpoint at {folder}; restore it from git or train it "
+                              f"with: {how_to_train}")
+    return cls.from_pretrained(folder, device=device)
+
+
 def _tuples(config: dict) -> dict:
     """JSON turns tuples into lists; dataclass configs use tuples (hashable, immutable)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

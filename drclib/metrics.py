@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drclib.checkpoint import CheckpointError, Pretrained
+from drclib.checkpoint import CheckpointError, Pretrained, load_shipped, shipped_dir
 
 TARGETS = ("style", "emoji")
 DEFAULT_NAMES = ("style_classifier", "emoji_classifier")
@@ -1002,11 +1002,9 @@ def metric_columns(columns: Sequence[str] | None = None) -> dict[str, dict[str, 
 # =============================================================================== shipped evaluators
 def default_checkpoint_dir(name: str) -> Path:
     """``<repo>/data/checkpoints/<name>`` for ``name`` in ``style_classifier``, ``emoji_classifier``."""
-    from drclib.data.stickers import repo_root
-
     if name not in DEFAULT_NAMES:
         raise ValueError(f"unknown evaluator {name!r}; the kit ships {DEFAULT_NAMES}")
-    return repo_root() / "data" / "checkpoints" / name
+    return shipped_dir(name)
 
 
 def train_command(name: str) -> str:
@@ -1018,11 +1016,7 @@ def train_command(name: str) -> str:
 
 def load_default(name: str, device: str | torch.device = "cpu") -> StickerClassifier:
     """Load a shipped evaluator (``"style_classifier"`` or ``"emoji_classifier"``)."""
-    folder = default_checkpoint_dir(name)
-    if not (folder / "model.safetensors").is_file():
-        raise CheckpointError(f"the {name} checkpoint is missing from {folder}; restore it from git "
-                              f"or train it (a few minutes on a CPU) with: {train_command(name)}")
-    return StickerClassifier.from_pretrained(folder, device=device)
+    return load_shipped(StickerClassifier, default_checkpoint_dir(name), train_command(name), device)
 
 
 DEFAULT_EPOCHS = {"style": 18, "emoji": 28}

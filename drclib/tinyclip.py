@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from drclib.backbone import EOS, PAD, WithTextTokenizer, build_text_tokenizer
-from drclib.checkpoint import CheckpointError
+from drclib.checkpoint import load_shipped, shipped_dir
 
 BACKEND_NAME = "tinyclip (kit)"
 
@@ -232,17 +232,12 @@ def evaluate_tinyclip(model: TinyCLIP, stickers, cells: np.ndarray, batch_size: 
 
 
 def default_checkpoint_dir() -> Path:
-    from drclib.data.stickers import repo_root
-
-    return repo_root() / "data" / "checkpoints" / "tinyclip"
+    return shipped_dir("tinyclip")
 
 
 def load_default(device: str | torch.device = "cpu") -> TinyCLIP:
-    folder = default_checkpoint_dir()
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"no shipped tiny CLIP at {folder}; train one with "
-                              "`python -m drclib.tinyclip --out data/checkpoints/tinyclip`")
-    return TinyCLIP.from_pretrained(folder, device=device)
+    """The shipped tiny CLIP (``data/checkpoints/tinyclip``)."""
+    return load_shipped(TinyCLIP, default_checkpoint_dir(), "python -m drclib.tinyclip --out data/checkpoints/tinyclip", device)
 
 
 def main(argv: list[str] | None = None) -> int:

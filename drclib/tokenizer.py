@@ -77,8 +77,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drclib.checkpoint import CheckpointError, Pretrained
-from drclib.data.stickers import StickerSet, repo_root, to_tensor
+from drclib.checkpoint import Pretrained, load_shipped, shipped_dir
+from drclib.data.stickers import StickerSet, to_tensor
 from drclib.data.users import heldout_cells
 from drclib.runtime import pick_device
 
@@ -568,17 +568,13 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
 # ---------------------------------------------------------------------------------- shipped checkpoint
 def default_checkpoint_dir() -> Path:
     """Where the kit's trained tokenizer lives: ``<repo>/data/checkpoints/tokenizer``."""
-    return repo_root() / "data" / "checkpoints" / "tokenizer"
+    return shipped_dir("tokenizer")
 
 
 def load_default(device: str | torch.device = "cpu") -> VisualTokenizer:
     """Load the shipped tokenizer (:func:`default_checkpoint_dir`) on ``device``."""
-    folder = default_checkpoint_dir()
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"no trained tokenizer at {folder}; train it (about 10 minutes on a "
-                              f"2-core CPU) with:  {TRAIN_HINT}")
-    dev = pick_device(device)
-    return VisualTokenizer.from_pretrained(folder, device=dev)
+    return load_shipped(VisualTokenizer, default_checkpoint_dir(), f"{TRAIN_HINT}  (about 10 minutes on a 2-core CPU)",
+                        pick_device(device))
 
 
 def heldout_probe_cells(stickers: StickerSet, n: int = 64) -> np.ndarray:
