@@ -424,6 +424,35 @@ def encode_sticker_set(tokenizer, stickers, batch_size: int = 512) -> torch.Tens
     return torch.cat(out).view(stickers.n_styles, stickers.n_emoji, -1)
 
 
+def sticker_codes(tokenizer, stickers, *, cache: bool = True) -> torch.Tensor:
+    """:func:`encode_sticker_set`, cached in ``<repo>/.cache/codes/`` under a key made of the
+    tokenizer's weights and the images (encoding all 8,220 stickers takes ~20 s on 2 cores)."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from drclib.data.stickers import repo_root
+
+    if not cache:
+        return encode_sticker_set(tokenizer, stickers)
+    h = hashlib.sha256()
+    for k, v in sorted(tokenizer.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    h.update(np.ascontiguousarray(stickers.images).tobytes())
+    path = repo_root() / ".cache" / "codes" / f"{h.hexdigest()[:24]}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))["codes"]
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            pass
+    codes = encode_sticker_set(tokenizer, stickers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"codes": codes.contiguous()}, str(tmp))
+    return codes
+
+
 @torch.no_grad()
 def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
                            batch_size: int = 64, greedy: bool = True, seed: int = 0) -> dict:

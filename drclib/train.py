@@ -1,4 +1,4 @@
-"""Training loops: backbone pretraining here; DRC stage 1 and stage 2 join later.
+"""Training loops: backbone pretraining, DRC stage 1; stage 2 joins later.
 
 Shared habits of every loop in the kit:
 - a ``tqdm.auto`` progress bar and a ``history`` dict of lists (for the notebooks' curves);
@@ -91,6 +91,10 @@ class PretrainConfig:
     weight_decay: float = 0.05
     i2t_fraction: float = 0.25
     """Share of image-to-text sequences in each batch (the rest are text-to-image)."""
+    hybrid_fraction: float = 0.0
+    """Share of text-to-image sequences whose caption follows DRC's hybrid-prompt sentence
+    (``<bos> Create an image that meets the specified requirements a sticker of ... <img>``),
+    so that the frozen LMM of stage 1 knows the sentence that precedes a latent instruction."""
     seed: int = 0
     bf16: bool = True
     checkpoint_every: int = 250
@@ -99,16 +103,19 @@ class PretrainConfig:
 
 def pretraining_sequences(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.ndarray,
                           direction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and labels ``[n_cells, T]`` for one direction (``"t2i"`` or ``"i2t"``),
+    """Token ids and labels ``[n_cells, T]`` for one direction (``"t2i"``, ``"hybrid"`` = t2i
+    after DRC's hybrid-prompt sentence, or ``"i2t"``),
     right-padded; labels keep only the part the model must produce (image or caption)."""
-    if direction not in ("t2i", "i2t"):
-        raise ValueError(f"direction must be 't2i' or 'i2t', got {direction!r}")
+    from drclib.drc import HYBRID_PROMPT
+
+    if direction not in ("t2i", "hybrid", "i2t"):
+        raise ValueError(f"direction must be 't2i', 'hybrid' or 'i2t', got {direction!r}")
     rows, labels = [], []
     for s, e in cells:
         text = sticker_caption(stickers.names[e], stickers.styles[s])
         c = codes[s, e]
-        if direction == "t2i":
-            ids = lmm.t2i_ids(text, c)
+        if direction in ("t2i", "hybrid"):
+            ids = lmm.t2i_ids(f"{HYBRID_PROMPT} {text}" if direction == "hybrid" else text, c)
             start = ids.index(IMG) + 1          # predict the 64 codes, </img> and <eos>
         else:
             ids = lmm.i2t_ids(c, text)
@@ -162,6 +169,7 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
     device = torch.device(device)
     lmm.to(device).train()
     t2i = pretraining_sequences(lmm, stickers, codes, cells, "t2i")
+    hyb = pretraining_sequences(lmm, stickers, codes, cells, "hybrid") if cfg.hybrid_fraction > 0 else None
     i2t = pretraining_sequences(lmm, stickers, codes, cells, "i2t")
     opt = torch.optim.AdamW(lmm.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     run_config = {k: v for k, v in vars(cfg).items() if k != "extra"} | {"n_cells": int(len(cells))}
@@ -171,7 +179,9 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
         step, history = load_training_state(checkpoint_dir, lmm, opt, run_config)
     n_i2t = int(round(cfg.batch_size * cfg.i2t_fraction))
-    n_t2i = cfg.batch_size - n_i2t
+    n_hyb = int(round((cfg.batch_size - n_i2t) * cfg.hybrid_fraction))
+    n_t2i = cfg.batch_size - n_i2t - n_hyb
+    counts = {"t2i": n_t2i, "hybrid": n_hyb, "i2t": n_i2t}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain LMM", disable=not progress)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -182,10 +192,13 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
         losses = {}
         opt.zero_grad(set_to_none=True)
         total_tokens = 0
-        for name, (ids, labels), n in (("t2i", t2i, n_t2i), ("i2t", i2t, n_i2t)):
+        for name, seqs in (("t2i", t2i), ("i2t", i2t), ("hybrid", hyb)):
+            n = counts[name]
             if n == 0:
                 continue
-            idx = torch.from_numpy(_batch_indices(len(ids), n, step, cfg.seed, 0 if name == "t2i" else 1))
+            ids, labels = seqs
+            stream = {"t2i": 0, "i2t": 1, "hybrid": 3}[name]
+            idx = torch.from_numpy(_batch_indices(len(ids), n, step, cfg.seed, stream))
             x, y = ids[idx].to(device), labels[idx].to(device)
             keep = int((x != PAD).sum(1).max())
             x, y = x[:, :keep], y[:, :keep]
@@ -198,12 +211,13 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
         opt.step()
         step += 1
         dt = time.perf_counter() - t0
-        loss = sum(losses[k] * (n_t2i if k == "t2i" else n_i2t) for k in losses) / cfg.batch_size
+        loss = sum(losses[k] * counts[k] for k in losses) / cfg.batch_size
         if not math.isfinite(loss):
             raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower the learning rate")
         history["step"].append(step)
         history["loss"].append(loss)
         history["loss_t2i"].append(losses.get("t2i", float("nan")))
+        history.setdefault("loss_hybrid", []).append(losses.get("hybrid", float("nan")))
         history["loss_i2t"].append(losses.get("i2t", float("nan")))
         history["lr"].append(opt.param_groups[0]["lr"])
         history["tokens_per_s"].append(total_tokens / dt)
@@ -213,6 +227,112 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
             save_training_state(checkpoint_dir, lmm, opt, step, history, run_config)
     bar.close()
     lmm.eval()
+    return history
+
+
+# ---------------------------------------------------------------------------- DRC stage 1
+@dataclass
+class Stage1Config:
+    """Stage-1 (disentanglement) settings; all of them end up in the model card."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 5e-4
+    """The paper uses 1e-4 for towers and fusion on top of LaVIT; these small modules start
+    from scratch and train for far fewer steps, so a larger rate with warm-up and cosine decay."""
+    warmup: int = 50
+    weight_decay: float = 0.01
+    importance: str = "difficulty"
+    """``"difficulty"``: eq. (4), p(z) proportional to l(z); ``"uniform"``: p(z) = 1/4 (ablation)."""
+    momentum: float = 0.9
+    """Of the running per-combination losses that eq. (4) is applied to (see ImportanceSampler)."""
+    seed: int = 0
+    bf16: bool = True
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        if self.importance not in ("difficulty", "uniform"):
+            raise ValueError(f"importance must be 'difficulty' or 'uniform', got {self.importance!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+
+def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1Config | None = None, *,
+                 device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
+                 progress: bool = True, stop_after: int | None = None) -> dict:
+    """Stage 1 of DRC: teach the towers and the fusion network to write instructions that make
+    the frozen LMM reconstruct the anchor (``L_recon``, eqs. 2-4).
+
+    Each step takes a batch of triplets, builds all four instructions z(a,a), z(a,m), z(s,a),
+    z(s,m) (eq. 2), draws one per sample from p(z) (eq. 4 on running losses, or uniform),
+    and minimises the next-token loss of the anchor's 64 codes after the hybrid prompt (eq. 3).
+    ``codes`` is ``[n_styles, n_emoji, 64]``; ``triplets`` a :class:`drclib.data.users.Triplets`.
+    The LMM's weights do not change (gradients flow through it into z).
+
+    Returns the history: ``loss``, per-combination running losses ``l_aa`` ... and
+    probabilities ``p_aa`` ..., ``lr``, and ``sampler`` (the sampler's state, for resuming).
+    """
+    from tqdm.auto import tqdm
+
+    from drclib.drc import COMBINATIONS, ImportanceSampler, hybrid_prompt, reconstruction_loss
+
+    cfg = cfg or Stage1Config()
+    if len(triplets) == 0:
+        raise ValueError("no triplets to train on: build them with drclib.data.make_dataset (n_triplets > 0)")
+    device = torch.device(device)
+    lmm.to(device).eval().requires_grad_(False)
+    drc.to(device).train()
+    opt = torch.optim.AdamW(drc.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    sampler = ImportanceSampler(len(COMBINATIONS), uniform=cfg.importance == "uniform", momentum=cfg.momentum)
+    run_config = {k: v for k, v in vars(cfg).items()} | {"n_triplets": int(len(triplets)),
+                                                          "drc": dict(vars(drc.config))}
+    history: dict[str, list] = {"step": [], "loss": [], "lr": []}
+    for c in COMBINATIONS:
+        history["l_" + c], history["p_" + c] = [], []
+    step = 0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
+        step, history = load_training_state(checkpoint_dir, drc, opt, run_config)
+        sampler.load_state(history["sampler"])
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc="stage 1", disable=not progress)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    cells = {"a": triplets.anchor, "s": triplets.pos_style, "m": triplets.pos_sem}
+    while step < end:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        idx = _batch_indices(len(triplets), cfg.batch_size, step, cfg.seed, 2)
+        with torch.no_grad():
+            e = {k: lmm.visual_embeddings(codes[v[idx, 0], v[idx, 1]].to(device)) for k, v in cells.items()}
+        target = codes[cells["a"][idx, 0], cells["a"][idx, 1]].to(device)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        which = sampler.sample(len(idx), gen).to(device)
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            zs = drc.stage1_instructions(e["a"], e["s"], e["m"])
+            z = torch.stack([zs[c] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
+            losses = reconstruction_loss(lmm, hybrid_prompt(lmm, z), target)
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage-1 loss became {loss.item()} at step {step}; lower the learning rate")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(drc.parameters(), 1.0)
+        opt.step()
+        sampler.update(which, losses)
+        step += 1
+        probs = sampler.probabilities()
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["lr"].append(opt.param_groups[0]["lr"])
+        for i, c in enumerate(COMBINATIONS):
+            history["l_" + c].append(float(sampler.running[i]))
+            history["p_" + c].append(float(probs[i]))
+        history["sampler"] = sampler.state()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
+            save_training_state(checkpoint_dir, drc, opt, step, history, run_config)
+    bar.close()
+    drc.eval()
     return history
 
 
@@ -276,7 +396,7 @@ the 64 visual codes of the kit's tokenizer (data/checkpoints/tokenizer). Load it
   measured with the fp16 weights as shipped).
 - Trained in {extra['train_minutes']:.1f} min on {extra['machine']}.{_previous_lines(extra)}
 - Data: data/stickers_32px.npz, the {extra['n_train_cells']} (style, emoji) cells outside the held-out cells,
-  as text-to-image ({1 - pre['i2t_fraction']:.0%} of each batch) and image-to-text ({pre['i2t_fraction']:.0%}) sequences;
+  as text-to-image ({1 - pre['i2t_fraction']:.0%} of each batch; {pre.get('hybrid_fraction', 0):.0%} of those after DRC's hybrid-prompt sentence) and image-to-text ({pre['i2t_fraction']:.0%}) sequences;
   {pre['steps']} steps of batch {pre['batch_size']}, AdamW lr {pre['lr']} (warm-up, cosine), bf16 autocast {pre['bf16']},
   seed {pre['seed']}.
 - Final training loss {hist['loss'][-1]:.3f} (text-to-image {hist['loss_t2i'][-1]:.3f}, image-to-text {hist['loss_i2t'][-1]:.3f}).
@@ -360,7 +480,8 @@ def train_backbone_command(args) -> int:
                                       num_layers=args.layers, num_heads=args.heads,
                                       intermediate_size=args.intermediate)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16, warmup=args.warmup)
+                         i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16, warmup=args.warmup,
+                         hybrid_fraction=args.hybrid_fraction)
     t0 = time.perf_counter()
     history = pretrain_backbone(lmm, stickers, codes, train_cells, cfg, device=device,
                                 checkpoint_dir=args.state_dir)
@@ -374,6 +495,151 @@ def train_backbone_command(args) -> int:
     lmm.cpu().save_pretrained(args.out, dtype=torch.float16, extra=extra)
     evaluate_backbone(args.out, n_cells=args.eval_cells, device=device)
     return 0
+
+
+def lmm_fingerprint(folder: str | Path) -> dict:
+    """Which LMM a DRC model was trained against: its folder (relative to the repository when
+    inside it) and the sha256 of its weights. A DRC model only works with that LMM."""
+    from drclib.data.stickers import repo_root
+    from drclib.io import file_digest
+
+    folder = Path(folder).resolve()
+    try:
+        shown = str(folder.relative_to(repo_root()))
+    except ValueError:
+        shown = str(folder)
+    return {"folder": shown, "sha256": file_digest(folder / "model.safetensors")}
+
+
+def check_lmm_matches(info: dict, lmm_folder: str | Path, source: str) -> None:
+    """Raise :class:`CheckpointError` when ``lmm_folder`` is not the LMM recorded in ``info``."""
+    want = info.get("lmm", {}).get("sha256")
+    if want and lmm_fingerprint(lmm_folder)["sha256"] != want:
+        raise CheckpointError(f"{source} was trained against another LMM than {lmm_folder} (weights differ); "
+                              "retrain it against this LMM or pass the LMM it was trained with")
+
+
+STAGE1_PROBE = {"pairs": 300, "triplets": 300}
+
+
+def _stage1_card(variant: str, config: dict, info: dict) -> str:
+    from drclib.drc import COMBINATIONS, LABELS
+
+    ev = info.get("evaluation", {})
+    s1 = info.get("stage1", {})
+    lines = [f"# DRC stage 1, variant `{variant}` (drc-kit)", "",
+             {"drc": "DRC's stage 1 as the paper describes it: StyleTower and SemTower (cross-attention + "
+                     "feed-forward), FusionNetwork, difficulty-aware importance sampling (eq. 4).",
+              "uniform": "Ablation w/o importance sampling: the DRC model trained with p(z) = 1/4.",
+              "concat": "Ablation w/o FusionNetwork: the towers' features concatenated (128 tokens) in place of "
+                        "the fusion network.",
+              "mlp": "Ablation w/o attention: a token-level MLP disentangler in place of both towers."}[variant],
+             "", f"Config: `{json.dumps(config, sort_keys=True)}`.", "",
+             f"- Command: `{info.get('command', '?')}`",
+             f"- Trained in {info.get('train_minutes', '?')} min on {info.get('machine', '?')}.",
+             f"- LMM (frozen): `{info.get('lmm', {}).get('folder', '?')}` "
+             f"(sha256 {info.get('lmm', {}).get('sha256', '?')[:12]}...).",
+             f"- Data: {s1.get('n_triplets', '?')} ground-truth triplets of the full profile (seed "
+             f"{s1.get('seed', '?')}), no held-out cell in any slot; {s1.get('steps', '?')} steps of batch "
+             f"{s1.get('batch_size', '?')}, AdamW lr {s1.get('lr', '?')}, importance `{s1.get('importance', '?')}`.",
+             f"- Final running losses (nats per visual token): "
+             + ", ".join(f"{LABELS[c]} {info.get('final_losses', {}).get(c, float('nan')):.3f}" for c in COMBINATIONS),
+             ""]
+    if ev:
+        lines += [f"Measured with `{ev.get('command', '?')}` (greedy generation, judged by the kit's style and "
+                  "emoji classifiers).", "",
+                  "Reconstructing a held-out anchor from each instruction "
+                  f"({ev['combinations']['aa']['n']} triplets, `drclib.drc.heldout_triplets`):", "",
+                  "| instruction | style | emoji top-1 | emoji top-5 | both |", "|---|---|---|---|---|"]
+        for c in COMBINATIONS:
+            r = ev["combinations"][c]
+            lines.append(f"| {LABELS[c]} | {r['style_acc']:.3f} | {r['emoji_top1']:.3f} | {r['emoji_top5']:.3f} | "
+                         f"{r['both']:.3f} |")
+        lines += ["", f"Swap test: A's style with B's emoji ({ev['swap'][next(iter(ev['swap']))]['n']} pairs of held-out "
+                  "cells, `drclib.drc.swap_pairs`):", "",
+                  "| composition | style of A | emoji of B | top-5 | both | style of B (collapse) | emoji of A (collapse) |",
+                  "|---|---|---|---|---|---|---|"]
+        for form, r in ev["swap"].items():
+            lines.append(f"| {form} | {r['style_of_A']:.3f} | {r['emoji_of_B']:.3f} | {r['emoji_of_B_top5']:.3f} | "
+                         f"{r['both']:.3f} | {r['style_of_B']:.3f} | {r['emoji_of_A']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None = None, n_pairs: int = 300,
+                           n_triplets: int = 300, device="cpu", command: str | None = None) -> dict:
+    """Reload a saved stage-1 model (fp16 as shipped), run :func:`drclib.drc.evaluate_stage1`,
+    and rewrite its card and metrics."""
+    from drclib import metrics
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import default_checkpoint_dir, sticker_codes
+    from drclib.data import StickerSet
+    from drclib.drc import DRC, evaluate_stage1, heldout_triplets, swap_pairs
+
+    folder = Path(folder)
+    drc = DRC.from_pretrained(folder, device=device)
+    info = dict(drc.training_info)
+    lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
+    check_lmm_matches(info, lmm_folder, str(folder))
+    lmm = PocketLMM.from_pretrained(lmm_folder, device=device)
+    tokenizer = tok_mod.load_default(device=device)
+    stickers = StickerSet.load()
+    codes = sticker_codes(tokenizer, stickers)
+    style_clf = metrics.load_default("style_classifier", device)
+    emoji_clf = metrics.load_default("emoji_classifier", device)
+    ev = evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes,
+                         triplets=heldout_triplets(stickers, n_triplets), pairs=swap_pairs(stickers, n_pairs))
+    ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {folder}"
+    info["evaluation"] = ev
+    drc.save_pretrained(folder, dtype=torch.float16, extra=info,
+                        card=_stage1_card(info.get("variant", "drc"), dict(vars(drc.config)), info))
+    return ev
+
+
+def train_stage1_command(args) -> int:
+    """Train one stage-1 variant on the full profile's triplets, save it, evaluate it."""
+    import sys
+
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import default_checkpoint_dir, sticker_codes
+    from drclib.data import StickerSet, make_dataset
+    from drclib.drc import COMBINATIONS, DRC, VARIANTS
+    from drclib.runtime import pick_device, seed_everything
+
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    stickers = StickerSet.load()
+    lmm_folder = Path(args.lmm) if args.lmm else default_checkpoint_dir()
+    lmm = PocketLMM.from_pretrained(lmm_folder, device=device)
+    tokenizer = tok_mod.load_default(device=device)
+    codes = sticker_codes(tokenizer, stickers)
+    data = make_dataset(stickers, args.profile, seed=args.seed)
+    drc = DRC.for_lmm(lmm, n_latent=args.n_latent, **VARIANTS[args.variant])
+    cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       importance="uniform" if args.variant == "uniform" else "difficulty")
+    t0 = time.perf_counter()
+    history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir)
+    minutes = (time.perf_counter() - t0) / 60
+    out = Path(args.out or default_stage1_dir(args.variant))
+    info = {"variant": args.variant, "command": "python -m drclib.train " + " ".join(sys.argv[1:]),
+            "train_minutes": round(minutes, 2), "machine": _machine(device), "lmm": lmm_fingerprint(lmm_folder),
+            "stage1": vars(cfg) | {"n_triplets": len(data.triplets), "profile": args.profile},
+            "final_losses": {c: history["l_" + c][-1] for c in COMBINATIONS},
+            "history": {k: _downsample(v) for k, v in history.items() if k != "sampler"}}
+    drc.cpu().save_pretrained(out, dtype=torch.float16, extra=info,
+                              card=_stage1_card(args.variant, dict(vars(drc.config)), info))
+    evaluate_stage1_folder(out, lmm_folder=lmm_folder, n_pairs=args.eval_pairs, n_triplets=args.eval_triplets,
+                           device=device)
+    print((out / "README.md").read_text())
+    return 0
+
+
+def default_stage1_dir(variant: str = "drc") -> Path:
+    """``data/checkpoints/stage1/<variant>``: the shipped stage-1 models (DRC and its ablations)."""
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("stage1") / variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--lr", type=float, default=2e-3)
     b.add_argument("--i2t-fraction", type=float, default=0.25)
+    b.add_argument("--hybrid-fraction", type=float, default=0.34,
+                   help="share of text-to-image sequences prefixed by DRC's hybrid-prompt sentence")
     b.add_argument("--hidden", type=int, default=256)
     b.add_argument("--layers", type=int, default=4)
     b.add_argument("--heads", type=int, default=4)
@@ -412,7 +680,44 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folder", default=str(default_checkpoint_dir()))
     e.add_argument("--eval-cells", type=int, default=300)
     e.add_argument("--threads", type=int, default=0)
+    s1 = sub.add_parser("stage1", help="DRC stage 1: train towers + fusion against the frozen LMM",
+                        description="Train one stage-1 variant (drc, or an ablation: uniform = w/o importance "
+                        "sampling, concat = w/o FusionNetwork, mlp = w/o attention) on the profile's ground-truth "
+                        "triplets, save fp16 weights under data/checkpoints/stage1/<variant>, then run the swap "
+                        "test and write the model card. Resumable with --state-dir.")
+    s1.add_argument("--variant", choices=["drc", "uniform", "concat", "mlp"], default="drc")
+    s1.add_argument("--steps", type=int, default=1500)
+    s1.add_argument("--batch-size", type=int, default=32)
+    s1.add_argument("--lr", type=float, default=5e-4)
+    s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
+    s1.add_argument("--profile", default="full", help="whose triplets to train on")
+    s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")
+    s1.add_argument("--seed", type=int, default=0)
+    s1.add_argument("--device", default="auto")
+    s1.add_argument("--threads", type=int, default=0)
+    s1.add_argument("--eval-pairs", type=int, default=STAGE1_PROBE["pairs"])
+    s1.add_argument("--eval-triplets", type=int, default=STAGE1_PROBE["triplets"])
+    s1.add_argument("--state-dir", default=None, help="folder for resumable training state")
+    s1.add_argument("--out", default=None, help="default: data/checkpoints/stage1/<variant>")
+    e1 = sub.add_parser("evaluate-stage1", help="measure a saved stage-1 model and rewrite its card",
+                        description="Reload a saved stage-1 model, reconstruct held-out anchors from each of "
+                        "the four instructions, run the swap test (A's style with B's emoji), and rewrite the card.")
+    e1.add_argument("--folder", default=None, help="default: data/checkpoints/stage1/drc")
+    e1.add_argument("--lmm", default=None)
+    e1.add_argument("--pairs", type=int, default=STAGE1_PROBE["pairs"])
+    e1.add_argument("--triplets", type=int, default=STAGE1_PROBE["triplets"])
+    e1.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
+    if args.what == "stage1":
+        return train_stage1_command(args)
+    if args.what == "evaluate-stage1":
+        import sys
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        evaluate_stage1_folder(args.folder or default_stage1_dir(), lmm_folder=args.lmm, n_pairs=args.pairs,
+                               n_triplets=args.triplets, command="python -m drclib.train " + " ".join(sys.argv[1:]))
+        return 0
     if args.what == "backbone":
         return train_backbone_command(args)
     if args.what == "evaluate-backbone":

@@ -1,0 +1,412 @@
+"""The DRC model: towers + fusion network that turn images into a latent instruction z for
+the (frozen) pocket LMM, the hybrid prompt, and the stage-1 losses (paper section 2.1).
+
+Where each equation of ../shared/paper/DRC_METHOD.md lives:
+
+=====================================  ======================================================
+paper                                  here
+=====================================  ======================================================
+eq. (1) tower features F^sty, F^sem    :meth:`DRC.stage1_features`
+eq. (2) the four instructions Z        :meth:`DRC.stage1_instructions`
+hybrid prompt "Create an image ..."    :func:`hybrid_prompt`
+eq. (3) l(z), next-token loss          :func:`reconstruction_loss`
+eq. (4) p(z) = l(z) / sum l(z')        :func:`importance_probabilities` (+ :class:`ImportanceSampler`)
+stage-2 composition (self-attention)   :meth:`DRC.instruction`
+=====================================  ======================================================
+
+The LMM is not part of this module's weights: DRC learns to *write instructions* in the
+LMM's input space, and the LMM stays frozen in stage 1 (gradients flow through it into z,
+its weights do not change). Why frozen: the paper's point is that a compact instruction can
+steer an existing LMM; a frozen LMM also keeps what it learned from text (stage 2 adapts it
+with LoRA), and stage 1 needs no optimizer state for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drclib.backbone import BOS, IMG, IMG_END, PocketLMM
+from drclib.checkpoint import Pretrained
+from drclib.modules import FUSIONS, TOWERS
+
+HYBRID_PROMPT = "Create an image that meets the specified requirements"
+"""The text before the latent instruction z in every DRC prompt (the paper's hybrid prompt)."""
+
+COMBINATIONS = ("aa", "am", "sa", "sm")
+"""The four stage-1 instructions z_(i,j): style features from i in {a, s}, semantic features
+from j in {a, m} (a = anchor, s = positive-style, m = positive-semantic)."""
+
+LABELS = {"aa": "z(a,a)", "am": "z(a,m)", "sa": "z(s,a)", "sm": "z(s,m)"}
+
+
+@dataclass(frozen=True)
+class DRCConfig:
+    """Sizes and variant of a DRC model. ``tower`` is ``"attention"`` (the paper) or ``"mlp"``
+    (ablation w/o attention); ``fusion`` is ``"attention"`` (the paper's FusionNetwork) or
+    ``"concat"`` (ablation w/o FusionNetwork)."""
+
+    dim: int = 256
+    """Width of the towers and of z: the LMM's hidden size."""
+    n_latent: int = 16
+    """K, the tokens of a latent instruction z."""
+    heads: int = 4
+    ffn_mult: int = 2
+    dropout: float = 0.0
+    tower: str = "attention"
+    fusion: str = "attention"
+
+    def __post_init__(self):
+        if self.tower not in TOWERS:
+            raise ValueError(f"tower must be one of {sorted(TOWERS)}, got {self.tower!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
+        if self.dim < 1 or self.n_latent < 1 or self.heads < 1 or self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads}); "
+                             f"n_latent ({self.n_latent}) must be >= 1")
+
+
+VARIANTS = {
+    "drc": {},
+    "uniform": {},
+    "concat": {"fusion": "concat"},
+    "mlp": {"tower": "mlp"},
+}
+"""The stage-1 runs of the ablation table: DRC, w/o importance sampling (same model, uniform
+p(z)), w/o FusionNetwork, w/o attention."""
+
+
+class DRC(Pretrained):
+    """StyleTower + SemTower + FusionNetwork (or an ablation variant).
+
+    >>> drc = DRC(DRCConfig(dim=32, n_latent=4))
+    >>> e = torch.randn(2, 64, 32)
+    >>> drc.stage1_instructions(e, e, e)["sm"].shape
+    torch.Size([2, 4, 32])
+    """
+
+    config_class = DRCConfig
+
+    def __init__(self, config: DRCConfig | None = None):
+        super().__init__()
+        self.config = config = config or DRCConfig()
+        sty_cls, sem_cls = TOWERS[config.tower]
+        kw = dict(heads=config.heads, ffn_mult=config.ffn_mult, dropout=config.dropout)
+        self.style_tower = sty_cls(config.dim, **kw)
+        self.sem_tower = sem_cls(config.dim, **kw)
+        self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent, out_dim=config.dim, **kw)
+
+    @classmethod
+    def for_lmm(cls, lmm: PocketLMM, **changes) -> "DRC":
+        """A fresh DRC whose width matches ``lmm``."""
+        return cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ stage 1
+    def stage1_features(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eq. (1): the cross-attention tower features of a triplet, each ``[B, 64, d]``::
+
+            F_a^sty = StyleTower(q=E_a, kv=E_s)    F_s^sty = StyleTower(q=E_s, kv=E_a)
+            F_a^sem = SemTower(q=E_a, kv=E_m)      F_m^sem = SemTower(q=E_m, kv=E_a)
+        """
+        if not (e_a.shape == e_s.shape == e_m.shape):
+            raise ValueError(f"anchor, positive-style and positive-semantic embeddings must have one shape, got "
+                             f"{tuple(e_a.shape)}, {tuple(e_s.shape)}, {tuple(e_m.shape)}")
+        return {"sty_a": self.style_tower(e_a, e_s), "sty_s": self.style_tower(e_s, e_a),
+                "sem_a": self.sem_tower(e_a, e_m), "sem_m": self.sem_tower(e_m, e_a)}
+
+    def stage1_instructions(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor,
+                            combinations=COMBINATIONS) -> dict[str, torch.Tensor]:
+        """Eq. (2): ``z_(i,j) = FusionNetwork(F_i^sty, F_j^sem)`` for i in {a, s}, j in {a, m}.
+        Returns ``{"aa": z, "am": z, "sa": z, "sm": z}``, each ``[B, K, d]``; every one of them
+        is trained to reconstruct the anchor."""
+        f = self.stage1_features(e_a, e_s, e_m)
+        out = {}
+        for c in combinations:
+            if c not in COMBINATIONS:
+                raise ValueError(f"unknown combination {c!r}: use some of {COMBINATIONS}")
+            out[c] = self.fusion(f["sty_" + c[0]], f["sem_" + c[1]])
+        return out
+
+    # ------------------------------------------------------------------ composition
+    def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+        """StyleTower features of style images ``[B, 64, d]`` or a history ``[B, N, 64, d]``,
+        mean-pooled over the history (eq. 6 without masks). ``query=None`` is the
+        self-attention form; a ``query`` ``[B, 64, d]`` asks every style image (cross form)."""
+        hist = e_style if e_style.ndim == 4 else e_style[:, None]
+        if hist.ndim != 4 or hist.shape[1] == 0:
+            raise ValueError(f"style embeddings must be [B, 64, d] or [B, N, 64, d] with N >= 1, got "
+                             f"{tuple(e_style.shape)}")
+        b, n = hist.shape[:2]
+        flat = hist.reshape(b * n, *hist.shape[2:])
+        if query is None:
+            feats = self.style_tower(flat, None)
+        else:
+            feats = self.style_tower(query.repeat_interleave(n, 0), flat)
+        return feats.view(b, n, *feats.shape[1:]).mean(1)
+
+    def instruction(self, e_style: torch.Tensor, e_sem: torch.Tensor, form: str = "self") -> torch.Tensor:
+        """Compose a new instruction: the style of ``e_style`` (one image ``[B, 64, d]`` or a
+        history ``[B, N, 64, d]``) with the semantics of ``e_sem`` ``[B, 64, d]``.
+
+        ``form="self"`` is the paper's inference form (stage 2 without masks):
+        ``z = Fusion(mean_i StyleTower(E_i, E_i), SemTower(E_r, E_r))``. ``form="cross"`` lets
+        the semantic image ask the style images, ``StyleTower(q=E_r, kv=E_i)``, the way the
+        anchor asks its positive-style sample in stage 1.
+        """
+        if form not in ("self", "cross"):
+            raise ValueError(f"form must be 'self' or 'cross', got {form!r}")
+        f_sty = self.style_features(e_style, e_sem if form == "cross" else None)
+        f_sem = self.sem_tower(e_sem, None)
+        return self.fusion(f_sty, f_sem)
+
+
+# ---------------------------------------------------------------------------- prompt and losses
+def hybrid_prompt(lmm: PocketLMM, z: torch.Tensor, text: str | None = None,
+                  instruction: str = HYBRID_PROMPT) -> torch.Tensor:
+    """Prompt embeddings ``[B, T, d]``: ``<bos> Create an image that meets the specified
+    requirements [text] z`` (z's K tokens sit where the ``<z>`` placeholder would be). The
+    ``<img>`` token that starts the image is added by generation and by the loss."""
+    if not torch.is_tensor(z) or z.ndim != 3 or z.shape[-1] != lmm.config.hidden_size:
+        raise ValueError(f"z must be [B, K, {lmm.config.hidden_size}], got "
+                         f"{tuple(z.shape) if torch.is_tensor(z) else type(z).__name__}")
+    words = [BOS, *lmm.text_ids(instruction)]
+    if text:
+        words += lmm.text_ids(text)
+    prefix = lmm.embed(torch.tensor(words, device=lmm.device))
+    prefix = prefix.to(z.dtype)[None].expand(z.shape[0], -1, -1)
+    return torch.cat([prefix, z.to(lmm.device)], 1)
+
+
+def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torch.Tensor) -> torch.Tensor:
+    """Eq. (3): ``l(z) = - sum_j log P(E_{a,j} | z, E_{a,<j})`` for each row, divided by the
+    64 tokens (nats per visual token; the scale does not change eq. 4's ratios).
+
+    ``prompt`` ``[B, T, d]`` from :func:`hybrid_prompt`; ``target_codes`` ``[B, 64]`` the
+    tokenizer's codes of the image to reconstruct. Returns ``[B]``, differentiable in ``prompt``.
+    """
+    ids = lmm.codes_to_ids(target_codes.to(lmm.device))
+    if ids.ndim != 2 or ids.shape[0] != prompt.shape[0]:
+        raise ValueError(f"target_codes must be [B, 64] with B = {prompt.shape[0]}, got {tuple(target_codes.shape)}")
+    b = ids.shape[0]
+    img = lmm.embed(torch.full((b, 1), IMG, device=lmm.device))
+    seq = torch.cat([prompt, img.to(prompt.dtype), lmm.embed(ids).to(prompt.dtype)], 1)
+    logits = lmm(inputs_embeds=seq).logits
+    n = ids.shape[1]
+    pred = logits[:, -n - 1:-1].float()        # the position before each code predicts it
+    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
+    return nll.view(b, n).mean(1)
+
+
+def importance_probabilities(losses: torch.Tensor) -> torch.Tensor:
+    """Eq. (4), difficulty-aware importance sampling: ``p(z) = l(z) / sum_{z'} l(z')`` over
+    the last axis (the four combinations). Harder instructions are drawn more often."""
+    losses = torch.as_tensor(losses, dtype=torch.float32)
+    if losses.ndim == 0 or losses.shape[-1] == 0:
+        raise ValueError("losses must have a last axis with one entry per instruction")
+    if not torch.isfinite(losses).all() or (losses <= 0).any():
+        raise ValueError(f"losses must be finite and positive to define p(z), got {losses.tolist()}")
+    return losses / losses.sum(-1, keepdim=True)
+
+
+class ImportanceSampler:
+    """Draws which of the four instructions each training sample uses.
+
+    Eq. (4) needs l(z) for every z of a sample; computing all four through the LMM would cost
+    four forward passes per sample. The sampler keeps instead a running mean of each
+    combination's loss (exponential, ``momentum``) and applies eq. (4) to those means. With
+    ``uniform=True`` p(z) stays 1/4 (the ablation "w/o importance sampling").
+    """
+
+    def __init__(self, n: int = len(COMBINATIONS), uniform: bool = False, momentum: float = 0.9):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.uniform, self.momentum = uniform, momentum
+        self.running = torch.ones(n)
+        self.seen = torch.zeros(n, dtype=torch.bool)
+
+    def probabilities(self) -> torch.Tensor:
+        if self.uniform or not self.seen.all():
+            return torch.full_like(self.running, 1 / len(self.running))
+        return importance_probabilities(self.running)
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.multinomial(self.probabilities(), batch, replacement=True, generator=generator)
+
+    def update(self, which: torch.Tensor, losses: torch.Tensor) -> None:
+        """Fold the batch's per-sample ``losses`` of combinations ``which`` into the means."""
+        which, losses = which.cpu(), losses.detach().float().cpu()
+        for c in range(len(self.running)):
+            sel = losses[which == c]
+            if len(sel):
+                m = float(sel.mean())
+                self.running[c] = m if not self.seen[c] else self.momentum * self.running[c] + (1 - self.momentum) * m
+                self.seen[c] = True
+
+    def state(self) -> dict:
+        return {"running": self.running.tolist(), "seen": self.seen.tolist(), "uniform": self.uniform,
+                "momentum": self.momentum}
+
+    def load_state(self, state: dict) -> None:
+        self.running = torch.tensor(state["running"], dtype=torch.float32)
+        self.seen = torch.tensor(state["seen"], dtype=torch.bool)
+
+
+# ---------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate_codes(lmm: PocketLMM, z: torch.Tensor, *, text: str | None = None, greedy: bool = True,
+                   seed: int | None = 0, num_images: int = 1, temperature: float = 1.0,
+                   top_k: int | None = None) -> torch.LongTensor:
+    """Visual codes ``[B * num_images, 64]`` the LMM writes for instructions ``z`` ``[B, K, d]``
+    (prompt from :func:`hybrid_prompt`, KV cache, constrained to visual codes)."""
+    prompt = hybrid_prompt(lmm, z, text)
+    return lmm.generate_images(inputs_embeds=prompt.float(), num_images=num_images, seed=seed, greedy=greedy,
+                               temperature=temperature, top_k=top_k)
+
+
+# ---------------------------------------------------------------------------- stage-1 evaluation
+def heldout_triplets(stickers, n: int, seed: int = 0):
+    """``n`` test triplets whose anchors are held-out cells (never trained on), with a
+    positive-style sample (same style, another emoji) and a positive-semantic sample (same
+    emoji, another style) from training cells: reconstructing the anchor from z(s,m) means
+    drawing a (style, emoji) pair the model never saw together."""
+    from drclib.data import heldout_cells
+    from drclib.data.users import Triplets
+
+    held = heldout_cells(stickers)
+    rng = np.random.default_rng([seed, 7])
+    cells = np.argwhere(held)
+    anchor = cells[np.sort(rng.choice(len(cells), size=min(n, len(cells)), replace=False))]
+    pos_style, pos_sem = np.empty_like(anchor), np.empty_like(anchor)
+    for t, (s, e) in enumerate(anchor):
+        ok = np.flatnonzero(~held[s])
+        pos_style[t] = (s, rng.choice(ok[ok != e]))
+        ok = np.flatnonzero(~held[:, e])
+        pos_sem[t] = (rng.choice(ok[ok != s]), e)
+    return Triplets(anchor.astype(np.int64), pos_style.astype(np.int64), pos_sem.astype(np.int64))
+
+
+def swap_pairs(stickers, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs of held-out cells (A, B) with different style and different emoji, ``[n, 2]``
+    each. The swap test asks for A's style with B's emoji; the right answer is the cell
+    ``(style of A, emoji of B)``."""
+    from drclib.data import heldout_cells
+
+    cells = np.argwhere(heldout_cells(stickers))
+    rng = np.random.default_rng([seed, 11])
+    a_out, b_out = [], []
+    while len(a_out) < n:
+        i, j = rng.integers(len(cells), size=2)
+        a, b = cells[i], cells[j]
+        if a[0] != b[0] and a[1] != b[1]:
+            a_out.append(a)
+            b_out.append(b)
+    return np.array(a_out, np.int64), np.array(b_out, np.int64)
+
+
+def _predict(style_clf, emoji_clf, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return style_clf.predict(images), emoji_clf.topk(images, 5)[1]
+
+
+def swap_rates(style_pred: torch.Tensor, emoji_top: torch.Tensor, a: np.ndarray, b: np.ndarray) -> dict:
+    """Rates of a composed batch (style of A, emoji of B): ``style_of_A``, ``emoji_of_B``
+    (top-1), ``emoji_of_B_top5``, ``both``; and the two collapses: ``style_of_B`` (the output
+    took the semantic image's style) and ``emoji_of_A`` (it drew the style image's emoji)."""
+    sa, sb = torch.from_numpy(a[:, 0]), torch.from_numpy(b[:, 0])
+    ea, eb = torch.from_numpy(a[:, 1]), torch.from_numpy(b[:, 1])
+    s_ok, e_ok = style_pred == sa, emoji_top[:, 0] == eb
+    return {"style_of_A": float(s_ok.float().mean()), "emoji_of_B": float(e_ok.float().mean()),
+            "emoji_of_B_top5": float((emoji_top == eb[:, None]).any(1).float().mean()),
+            "both": float((s_ok & e_ok).float().mean()),
+            "style_of_B": float((style_pred == sb).float().mean()),
+            "emoji_of_A": float((emoji_top[:, 0] == ea).float().mean()), "n": int(len(a))}
+
+
+@torch.no_grad()
+def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, codes: torch.Tensor, *,
+                    triplets, pairs: tuple[np.ndarray, np.ndarray], forms=("self", "cross"),
+                    batch_size: int = 100, keep_images: int = 0) -> dict:
+    """Score a stage-1 model with the kit's classifiers (greedy generation).
+
+    - ``combinations``: for each of the four z of eq. (2), the rate at which the image generated
+      from it has the anchor's style, its emoji (top-1 / top-5) and both (``triplets``,
+      usually :func:`heldout_triplets`).
+    - ``swap``: for each composition ``form`` (:meth:`DRC.instruction`), A's style with B's
+      emoji over ``pairs`` (:func:`swap_pairs`): :func:`swap_rates`.
+    ``codes`` is ``[n_styles, n_emoji, 64]``. With ``keep_images > 0`` the first images of each
+    test come back under ``"images"`` (uint8-ready float tensors in [0, 1]).
+    """
+    drc.eval()
+    lmm.eval()
+    dev = lmm.device
+
+    def emb(cells):
+        return lmm.visual_embeddings(codes[cells[:, 0], cells[:, 1]].to(dev))
+
+    def run(make_z, n):
+        imgs = []
+        for i in range(0, n, batch_size):
+            z = make_z(slice(i, min(n, i + batch_size)))
+            imgs.append(tokenizer.decode(generate_codes(lmm, z.to(dev), greedy=True).to(tokenizer.device)).cpu())
+        return torch.cat(imgs)
+
+    out: dict = {"combinations": {}, "swap": {}, "images": {}}
+    t = triplets
+    for c in COMBINATIONS:
+        images = run(lambda sl: drc.stage1_instructions(emb(t.anchor[sl]), emb(t.pos_style[sl]),
+                                                        emb(t.pos_sem[sl]), (c,))[c], len(t))
+        sp, et = _predict(style_clf, emoji_clf, images)
+        lab_s, lab_e = torch.from_numpy(t.anchor[:, 0]), torch.from_numpy(t.anchor[:, 1])
+        s_ok, e_ok = sp == lab_s, et[:, 0] == lab_e
+        out["combinations"][c] = {"style_acc": float(s_ok.float().mean()), "emoji_top1": float(e_ok.float().mean()),
+                                  "emoji_top5": float((et == lab_e[:, None]).any(1).float().mean()),
+                                  "both": float((s_ok & e_ok).float().mean()), "n": int(len(t))}
+        if keep_images:
+            out["images"][c] = images[:keep_images]
+    a, b = pairs
+    for form in forms:
+        images = run(lambda sl: drc.instruction(emb(a[sl]), emb(b[sl]), form=form), len(a))
+        out["swap"][form] = swap_rates(*_predict(style_clf, emoji_clf, images), a, b)
+        if keep_images:
+            out["images"]["swap_" + form] = images[:keep_images]
+    if not keep_images:
+        out.pop("images")
+    return out
+
+
+@torch.no_grad()
+def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, codes: torch.Tensor,
+                        pairs: tuple[np.ndarray, np.ndarray], batch_size: int = 100) -> dict:
+    """Reference rows for the swap table, scored like the composed images:
+
+    - ``real target``: the true sticker of (style of A, emoji of B), the judges' ceiling;
+    - ``tokenizer ceiling``: that sticker through the tokenizer (what any generated image can reach);
+    - ``text prompt``: the LMM asked in words, "a sticker of <B's emoji> in <A's style> style";
+    - ``copy B``: the semantic image itself (full collapse to the reference).
+    """
+    from drclib.backbone import sticker_caption
+
+    a, b = pairs
+    target = np.stack([a[:, 0], b[:, 1]], 1)
+    real = stickers.batch(target, as_torch=True)
+    rows = {}
+    rows["real target"] = real
+    rows["tokenizer ceiling"] = tokenizer.decode(codes[target[:, 0], target[:, 1]].to(tokenizer.device)).cpu()
+    imgs = []
+    for i in range(0, len(target), batch_size):
+        prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in target[i:i + batch_size]]
+        imgs.append(tokenizer.decode(lmm.generate_images(prompts, greedy=True).to(tokenizer.device)).cpu())
+    rows["text prompt"] = torch.cat(imgs)
+    rows["copy B"] = stickers.batch(b, as_torch=True)
+    return {k: swap_rates(*_predict(style_clf, emoji_clf, v), a, b) for k, v in rows.items()}
+
+
+__all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt",
+           "reconstruction_loss", "importance_probabilities", "ImportanceSampler", "generate_codes",
+           "heldout_triplets", "swap_pairs", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

@@ -1,0 +1,249 @@
+"""drclib.drc and stage-1 training: the four instructions, the hybrid prompt, eq. (3) and (4),
+the importance sampler, training (learns, resumes exactly, leaves the LMM untouched), the
+swap-test helpers, save/load, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from drclib.backbone import BOS, PocketLMM
+from drclib.checkpoint import CheckpointError
+from drclib.data.users import Triplets
+from drclib.drc import (COMBINATIONS, DRC, HYBRID_PROMPT, DRCConfig, ImportanceSampler, generate_codes,
+                        heldout_triplets, hybrid_prompt, importance_probabilities, reconstruction_loss, swap_pairs,
+                        swap_rates)
+from drclib.train import Stage1Config, train_stage1
+
+TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
+
+
+@pytest.fixture(scope="module")
+def lmm(tiny_stickers):
+    torch.manual_seed(0)
+    return PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def codes(tiny_stickers):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 16, (6, tiny_stickers.n_emoji, 64), generator=g)
+
+
+@pytest.fixture(scope="module")
+def triplets():
+    rng = np.random.default_rng(0)
+    e = rng.integers(0, 20, 24)
+    s = rng.integers(0, 6, 24)
+    return Triplets(np.stack([s, e], 1), np.stack([s, (e + 1) % 20], 1), np.stack([(s + 1) % 6, e], 1))
+
+
+def emb(lmm, codes, cells):
+    return lmm.visual_embeddings(codes[cells[:, 0], cells[:, 1]])
+
+
+@pytest.mark.parametrize("variant", [{}, {"tower": "mlp"}, {"fusion": "concat"}])
+def test_four_instructions_shapes(lmm, codes, triplets, variant):
+    drc = DRC.for_lmm(lmm, n_latent=4, **variant)
+    e = [emb(lmm, codes, c[:3]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    zs = drc.stage1_instructions(*e)
+    assert set(zs) == set(COMBINATIONS)
+    k = 128 if variant.get("fusion") == "concat" else 4
+    assert all(z.shape == (3, k, 32) for z in zs.values())
+    with pytest.raises(ValueError, match="one shape"):
+        drc.stage1_instructions(e[0], e[1][:2], e[2])
+    with pytest.raises(ValueError, match="unknown combination"):
+        drc.stage1_instructions(*e, combinations=("xy",))
+
+
+def test_instructions_differ_by_their_sources(lmm, codes, triplets):
+    """z(a,a) and z(s,m) use different features, so they differ; z(a,m) shares style features
+    with z(a,a) and semantic features with z(s,m)."""
+    drc = DRC.for_lmm(lmm, n_latent=4).eval()
+    e = [emb(lmm, codes, c[:2]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    f = drc.stage1_features(*e)
+    zs = drc.stage1_instructions(*e)
+    torch.testing.assert_close(zs["am"], drc.fusion(f["sty_a"], f["sem_m"]))
+    assert not torch.allclose(zs["aa"], zs["sm"])
+
+
+def test_composition_self_and_cross_and_history(lmm, codes, triplets):
+    drc = DRC.for_lmm(lmm, n_latent=4).eval()
+    a, b = emb(lmm, codes, triplets.anchor[:2]), emb(lmm, codes, triplets.pos_sem[:2])
+    z = drc.instruction(a, b)
+    assert z.shape == (2, 4, 32)
+    assert drc.instruction(a, b, form="cross").shape == (2, 4, 32)
+    hist = torch.stack([a, a], 1)              # a history of two copies = the image itself (mean pooling)
+    torch.testing.assert_close(drc.instruction(hist, b), z)
+    with pytest.raises(ValueError, match="form"):
+        drc.instruction(a, b, form="sideways")
+    with pytest.raises(ValueError, match="N >= 1"):
+        drc.instruction(a[:, None][:, :0], b)
+
+
+def test_hybrid_prompt_layout(lmm):
+    z = torch.randn(3, 4, 32)
+    p = hybrid_prompt(lmm, z)
+    words = [BOS, *lmm.text_ids(HYBRID_PROMPT)]
+    assert p.shape == (3, len(words) + 4, 32)
+    torch.testing.assert_close(p[0, :len(words)], lmm.embed(torch.tensor(words)))
+    torch.testing.assert_close(p[:, len(words):], z)
+    assert hybrid_prompt(lmm, z, text="a happy one").shape[1] > p.shape[1]
+    with pytest.raises(ValueError, match="z must be"):
+        hybrid_prompt(lmm, torch.randn(3, 4, 16))
+
+
+def test_reconstruction_loss_is_per_sample_and_reaches_z(lmm, codes):
+    z = torch.randn(2, 4, 32, requires_grad=True)
+    target = codes[0, :2]
+    loss = reconstruction_loss(lmm, hybrid_prompt(lmm, z), target)
+    assert loss.shape == (2,) and (loss > 0).all()
+    loss.sum().backward()
+    assert z.grad.abs().sum() > 0
+    # eq. (3) by hand for row 0: teacher forcing over the 64 codes
+    with torch.no_grad():
+        ids = lmm.codes_to_ids(target[:1])
+        from drclib.backbone import IMG
+        seq = torch.cat([hybrid_prompt(lmm, z[:1]), lmm.embed(torch.tensor([[IMG]])), lmm.embed(ids)], 1)
+        logp = lmm(inputs_embeds=seq).logits.log_softmax(-1)[0, -65:-1]
+        manual = -logp.gather(1, ids[0][:, None]).mean()
+    torch.testing.assert_close(loss[0].detach(), manual, rtol=1e-5, atol=1e-5)
+
+
+def test_importance_probabilities_eq4():
+    p = importance_probabilities(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    torch.testing.assert_close(p, torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert importance_probabilities(torch.rand(5, 4) + 0.1).sum(-1).allclose(torch.ones(5))
+    for bad in ([1.0, 0.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0], []):
+        with pytest.raises(ValueError):
+            importance_probabilities(torch.tensor(bad))
+
+
+def test_sampler_prefers_hard_instructions_and_uniform_does_not():
+    g = torch.Generator().manual_seed(0)
+    s = ImportanceSampler(momentum=0.0)
+    torch.testing.assert_close(s.probabilities(), torch.full((4,), 0.25))   # nothing seen yet
+    s.update(torch.arange(4), torch.tensor([1.0, 1.0, 1.0, 5.0]))
+    torch.testing.assert_close(s.probabilities(), torch.tensor([0.125, 0.125, 0.125, 0.625]))
+    draws = s.sample(4000, g)
+    assert 0.58 < (draws == 3).float().mean() < 0.67
+    u = ImportanceSampler(uniform=True)
+    u.update(torch.arange(4), torch.tensor([1.0, 1.0, 1.0, 5.0]))
+    torch.testing.assert_close(u.probabilities(), torch.full((4,), 0.25))
+    with pytest.raises(ValueError, match="momentum"):
+        ImportanceSampler(momentum=1.0)
+
+
+@pytest.fixture(scope="module")
+def steerable(tiny_stickers):
+    """A tiny LMM pretrained for a few seconds on cells whose codes follow the cell, so that
+    its output depends on its prompt (a random LMM ignores any prompt) + those codes."""
+    from drclib.train import PretrainConfig, pretrain_backbone
+
+    torch.manual_seed(0)
+    m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    s, e = np.meshgrid(np.arange(6), np.arange(tiny_stickers.n_emoji), indexing="ij")
+    c = torch.from_numpy((s + e) % 16)[..., None].repeat(1, 1, 64).long()
+    cells = np.array([[0, 1], [1, 2], [0, 3], [1, 4], [2, 1], [3, 2]])
+    pretrain_backbone(m, tiny_stickers, c, cells, PretrainConfig(steps=60, batch_size=6, lr=1e-2, warmup=5,
+                                                                 bf16=False, i2t_fraction=0), progress=False)
+    return m.eval(), c
+
+
+def test_stage1_learns_and_leaves_the_lmm_frozen(steerable):
+    lmm, codes = steerable
+    triplets = Triplets(np.array([[0, 1], [1, 2]] * 4), np.array([[0, 3], [1, 4]] * 4),
+                        np.array([[2, 1], [3, 2]] * 4))
+    torch.manual_seed(0)
+    drc = DRC.for_lmm(lmm, n_latent=4)
+    before = {k: v.clone() for k, v in lmm.state_dict().items()}
+    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=30, batch_size=8, lr=3e-3, warmup=2,
+                                                             bf16=False), progress=False)
+    assert np.mean(h["loss"][-5:]) < 0.5 * h["loss"][0]
+    assert all(torch.equal(before[k], v) for k, v in lmm.state_dict().items())
+    assert not any(p.requires_grad for p in lmm.parameters())
+
+
+def test_stage1_probabilities_follow_eq4(lmm, codes, triplets):
+    drc = DRC.for_lmm(lmm, n_latent=4)
+    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=6, batch_size=8, bf16=False), progress=False)
+    p = np.array([h["p_" + c] for c in COMBINATIONS])
+    np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+    lr = np.array([h["l_" + c][-1] for c in COMBINATIONS])
+    np.testing.assert_allclose(p[:, -1], lr / lr.sum(), rtol=1e-5)       # eq. (4) on the running losses
+
+
+def test_stage1_uniform_switch(lmm, codes, triplets):
+    drc = DRC.for_lmm(lmm, n_latent=4)
+    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=3, batch_size=8, importance="uniform",
+                                                             bf16=False), progress=False)
+    assert all(v == 0.25 for c in COMBINATIONS for v in h["p_" + c])
+    with pytest.raises(ValueError, match="importance"):
+        Stage1Config(importance="hard")
+    with pytest.raises(ValueError, match="no triplets"):
+        train_stage1(drc, lmm, codes, Triplets(*(np.empty((0, 2), np.int64),) * 3), progress=False)
+
+
+def test_stage1_resume_matches_uninterrupted(lmm, codes, triplets, tmp_path):
+    cfg = Stage1Config(steps=6, batch_size=8, warmup=2, bf16=False, checkpoint_every=2)
+
+    def fresh():
+        torch.manual_seed(3)
+        return DRC.for_lmm(lmm, n_latent=4)
+
+    a = fresh()
+    ha = train_stage1(a, lmm, codes, triplets, cfg, progress=False)
+    b = fresh()
+    train_stage1(b, lmm, codes, triplets, cfg, checkpoint_dir=tmp_path, stop_after=3, progress=False)
+    b = fresh()
+    hb = train_stage1(b, lmm, codes, triplets, cfg, checkpoint_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-4)
+    np.testing.assert_allclose(hb["p_sm"], ha["p_sm"], rtol=1e-5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+
+
+def test_generate_codes_from_instructions(lmm):
+    z = torch.randn(2, 4, 32)
+    c = generate_codes(lmm, z)
+    assert c.shape == (2, 64) and c.min() >= 0 and c.max() < 16
+    torch.testing.assert_close(c, generate_codes(lmm, z))           # greedy is deterministic
+
+
+def test_save_load_roundtrip(lmm, codes, triplets, tmp_path):
+    drc = DRC.for_lmm(lmm, n_latent=4, tower="mlp").eval()
+    drc.save_pretrained(tmp_path / "m")
+    back = DRC.from_pretrained(tmp_path / "m")
+    assert back.config == drc.config
+    e = emb(lmm, codes, triplets.anchor[:2])
+    torch.testing.assert_close(back.instruction(e, e), drc.instruction(e, e))
+    with pytest.raises(CheckpointError, match="does not match"):
+        DRC.from_pretrained(tmp_path / "m", n_latent=5)
+    with pytest.raises(ValueError, match="tower must be"):
+        DRCConfig(tower="transformer")
+
+
+def test_heldout_triplets_and_swap_pairs(shipped_stickers):
+    from drclib.data import heldout_cells
+
+    held = heldout_cells(shipped_stickers)
+    t = heldout_triplets(shipped_stickers, 50)
+    assert held[t.anchor[:, 0], t.anchor[:, 1]].all()
+    assert not held[t.pos_style[:, 0], t.pos_style[:, 1]].any()
+    assert not held[t.pos_sem[:, 0], t.pos_sem[:, 1]].any()
+    assert (t.pos_style[:, 0] == t.anchor[:, 0]).all() and (t.pos_style[:, 1] != t.anchor[:, 1]).all()
+    assert (t.pos_sem[:, 1] == t.anchor[:, 1]).all() and (t.pos_sem[:, 0] != t.anchor[:, 0]).all()
+    a, b = swap_pairs(shipped_stickers, 40)
+    assert (a[:, 0] != b[:, 0]).all() and (a[:, 1] != b[:, 1]).all()
+    assert held[a[:, 0], a[:, 1]].all() and held[b[:, 0], b[:, 1]].all()
+    a2, _ = swap_pairs(shipped_stickers, 40)
+    np.testing.assert_array_equal(a, a2)                            # fixed, so results compare
+
+
+def test_swap_rates_count_success_and_both_collapses():
+    a = np.array([[0, 10], [1, 11], [2, 12], [3, 13]])
+    b = np.array([[4, 20], [5, 21], [0, 22], [1, 23]])
+    style_pred = torch.tensor([0, 5, 2, 3])                        # row 1 took B's style
+    emoji_top = torch.tensor([[20, 1, 2, 3, 4], [21, 0, 1, 2, 3], [12, 22, 0, 1, 2], [5, 6, 7, 8, 9]])
+    r = swap_rates(style_pred, emoji_top, a, b)
+    assert r["style_of_A"] == 0.75 and r["emoji_of_B"] == 0.5 and r["both"] == 0.25
+    assert r["emoji_of_B_top5"] == 0.75 and r["style_of_B"] == 0.25 and r["emoji_of_A"] == 0.25
