@@ -39,6 +39,8 @@ from drclib.io import atomic_path
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>", "<img>", "</img>", "<z>", "<sep>")
 PAD, UNK, BOS, EOS, IMG, IMG_END, Z, SEP = range(len(SPECIALS))
 TOKENIZER_FILE = "tokenizer.json"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Linear layers of the Llama blocks that get LoRA adapters (attention and MLP)."""
 
 
 def sticker_caption(name: str, style: str) -> str:
@@ -259,6 +261,91 @@ class PocketLMM(WithTextTokenizer):
     def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None, labels=None, **kw):
         return self.lm(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                        labels=labels, **kw)
+
+    # ------------------------------------------------------------------ LoRA (peft)
+    def add_lora(self, rank: int = 8, alpha: int = 16, targets: Sequence[str] = LORA_TARGETS,
+                 dropout: float = 0.0) -> None:
+        """Inject LoRA adapters (peft) into the attention and MLP projections. The base weights
+        stay as they are; the adapters start at zero, so the model's outputs do not change
+        until they train. Call :meth:`freeze_base` to train the adapters only."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if self.has_lora:
+            raise ValueError("this LMM already has LoRA adapters")
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout, bias="none")
+        self.lm = inject_adapter_in_model(cfg, self.lm)
+        self.lora_config = cfg
+
+    @property
+    def has_lora(self) -> bool:
+        return getattr(self, "lora_config", None) is not None
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.lm.named_parameters() if "lora_" in n]
+
+    def freeze_base(self) -> None:
+        """Only the LoRA adapters (if any) keep ``requires_grad``."""
+        for n, p in self.lm.named_parameters():
+            p.requires_grad_("lora_" in n)
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        if not self.has_lora:
+            raise ValueError("this LMM has no LoRA adapters")
+        return get_peft_model_state_dict(self.lm)
+
+    def save_lora(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write the adapters the way peft does (``adapter_config.json`` +
+        ``adapter_model.safetensors``), atomically."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in self.lora_state_dict().items()}
+        with atomic_path(folder / "adapter_model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        cfg = self.lora_config.to_dict()
+        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+        with atomic_path(folder / "adapter_config.json") as tmp:
+            tmp.write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+
+    def load_lora(self, folder: str | Path) -> None:
+        """Inject and load adapters written by :meth:`save_lora` (or by peft)."""
+        import json
+
+        from peft import set_peft_model_state_dict
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise CheckpointError(f"LoRA adapter in {folder} is incomplete: {p.name} is missing; save it again")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            state = load_file(str(w_path))
+        except (json.JSONDecodeError, SafetensorError, OSError) as e:
+            raise CheckpointError(f"LoRA adapter in {folder} is unreadable ({e}); save it again") from e
+        self.add_lora(int(cfg["r"]), int(cfg["lora_alpha"]), tuple(cfg["target_modules"]),
+                      float(cfg.get("lora_dropout", 0.0)))
+        result = set_peft_model_state_dict(self.lm, state)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if result.unexpected_keys or missing:
+            raise CheckpointError(f"LoRA adapter in {folder} does not match this LMM (missing {missing[:3]}, "
+                                  f"unexpected {list(result.unexpected_keys)[:3]})")
+        own = dict(self.lm.named_parameters())
+        for k, v in state.items():
+            name = k.replace(".weight", ".default.weight")
+            if name in own and own[name].shape != v.shape:
+                raise CheckpointError(f"LoRA adapter in {folder} has {k} of shape {tuple(v.shape)}, this LMM "
+                                      f"needs {tuple(own[name].shape)}")
 
     # ------------------------------------------------------------------ generation
     def _step(self, embeds, mask, positions, cache):

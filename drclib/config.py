@@ -48,6 +48,19 @@ class Profile:
     eval_cells: int = 300
     """Cells scored when a notebook evaluates text-to-image generation."""
 
+    # --- contrastive samples and stage 1 (notebooks 02-04) -----------------------------------
+    mining_anchors: int = 300
+    """Anchors whose positive-style sample is mined when measuring precision@k."""
+    mining_pool: int = 1500
+    """Candidate pool size for positive-style mining."""
+    stage1_steps: int = 1500
+    """Steps when a notebook trains stage 1 itself."""
+    stage1_batch: int = 32
+    swap_pairs: int = 300
+    """(A, B) pairs of held-out cells in the swap test (A's style with B's emoji)."""
+    eval_triplets: int = 300
+    """Held-out anchors reconstructed from each of the four stage-1 instructions."""
+
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``get_profile('quick').replace(n_users=50)``."""
         return dataclasses.replace(self, **changes)
@@ -55,7 +68,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24,
-                     tokenizer_steps=30, lmm_steps=40, lmm_cells=48, eval_cells=36),
+                     tokenizer_steps=30, lmm_steps=40, lmm_cells=48, eval_cells=36, mining_anchors=40,
+                     mining_pool=300, stage1_steps=12, stage1_batch=8, swap_pairs=24, eval_triplets=24),
     "full": Profile(name="full", n_users=725, sequence_length=21, n_triplets=15000),
 }
 

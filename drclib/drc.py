@@ -24,13 +24,14 @@ with LoRA), and stage 1 needs no optimizer state for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from drclib.backbone import BOS, IMG, IMG_END, PocketLMM
-from drclib.checkpoint import Pretrained
+from drclib.checkpoint import CheckpointError, Pretrained
 from drclib.modules import FUSIONS, TOWERS
 
 HYBRID_PROMPT = "Create an image that meets the specified requirements"
@@ -58,6 +59,10 @@ class DRCConfig:
     dropout: float = 0.0
     tower: str = "attention"
     fusion: str = "attention"
+    z_norm: float = 1.0
+    """Initial length of each latent token. z is layer-normalised with a learnable gain that
+    starts here, about the length of the LMM's word embeddings (0.9 for the shipped LMM);
+    without it the fusion network's tokens start ten times longer than any word the LMM knows."""
 
     def __post_init__(self):
         if self.tower not in TOWERS:
@@ -98,6 +103,12 @@ class DRC(Pretrained):
         self.style_tower = sty_cls(config.dim, **kw)
         self.sem_tower = sem_cls(config.dim, **kw)
         self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent, out_dim=config.dim, **kw)
+        self.z_out = torch.nn.LayerNorm(config.dim)
+        torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
+
+    def fuse(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
+        """``z = FusionNetwork(F^sty, F^sem)``, scaled to the LMM's embedding length (``z_norm``)."""
+        return self.z_out(self.fusion(f_style, f_sem))
 
     @classmethod
     def for_lmm(cls, lmm: PocketLMM, **changes) -> "DRC":
@@ -131,7 +142,7 @@ class DRC(Pretrained):
         for c in combinations:
             if c not in COMBINATIONS:
                 raise ValueError(f"unknown combination {c!r}: use some of {COMBINATIONS}")
-            out[c] = self.fusion(f["sty_" + c[0]], f["sem_" + c[1]])
+            out[c] = self.fuse(f["sty_" + c[0]], f["sem_" + c[1]])
         return out
 
     # ------------------------------------------------------------------ composition
@@ -164,7 +175,7 @@ class DRC(Pretrained):
             raise ValueError(f"form must be 'self' or 'cross', got {form!r}")
         f_sty = self.style_features(e_style, e_sem if form == "cross" else None)
         f_sem = self.sem_tower(e_sem, None)
-        return self.fusion(f_sty, f_sem)
+        return self.fuse(f_sty, f_sem)
 
 
 # ---------------------------------------------------------------------------- prompt and losses
@@ -268,6 +279,47 @@ def generate_codes(lmm: PocketLMM, z: torch.Tensor, *, text: str | None = None, 
     prompt = hybrid_prompt(lmm, z, text)
     return lmm.generate_images(inputs_embeds=prompt.float(), num_images=num_images, seed=seed, greedy=greedy,
                                temperature=temperature, top_k=top_k)
+
+
+# ---------------------------------------------------------------------------- loading
+def lmm_fingerprint(folder: str | Path) -> dict:
+    """Which LMM a DRC model was trained against: its folder (relative to the repository when
+    inside it) and the sha256 of its weights. A DRC model only works with that LMM."""
+    from drclib.data.stickers import repo_root
+    from drclib.io import file_digest
+
+    folder = Path(folder).resolve()
+    try:
+        shown = str(folder.relative_to(repo_root()))
+    except ValueError:
+        shown = str(folder)
+    return {"folder": shown, "sha256": file_digest(folder / "model.safetensors")}
+
+
+def check_lmm_matches(info: dict, lmm_folder: str | Path, source: str) -> None:
+    """Raise :class:`CheckpointError` when ``lmm_folder`` is not the LMM recorded in ``info``."""
+    want = info.get("lmm", {}).get("sha256")
+    if want and lmm_fingerprint(lmm_folder)["sha256"] != want:
+        raise CheckpointError(f"{source} was trained against another LMM than {lmm_folder} (weights differ); "
+                              "retrain it against this LMM or pass the LMM it was trained with")
+
+
+def load_stage1(folder: str | Path, lmm_folder: str | Path | None = None, *,
+                device: str | torch.device = "cpu") -> tuple["DRC", PocketLMM]:
+    """A saved stage-1 model and the LMM it works with: the LMM it was trained against
+    (default: the shipped one; its weights must match the recorded fingerprint) plus the LoRA
+    adapters saved beside the model in ``lora/``, if it trained any."""
+    from drclib.backbone import default_checkpoint_dir
+
+    folder = Path(folder)
+    model = DRC.from_pretrained(folder, device=device)
+    lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
+    check_lmm_matches(model.training_info, lmm_folder, str(folder))
+    lmm = PocketLMM.from_pretrained(lmm_folder, device=device)
+    if (folder / "lora").is_dir():
+        lmm.load_lora(folder / "lora")
+        lmm.to(device).eval()
+    return model, lmm
 
 
 # ---------------------------------------------------------------------------- stage-1 evaluation
@@ -409,4 +461,4 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
 
 __all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt",
            "reconstruction_loss", "importance_probabilities", "ImportanceSampler", "generate_codes",
-           "heldout_triplets", "swap_pairs", "swap_rates", "evaluate_stage1", "swap_reference_rows"]
+           "heldout_triplets", "swap_pairs", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

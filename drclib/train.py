@@ -246,11 +246,16 @@ class Stage1Config:
     """``"difficulty"``: eq. (4), p(z) proportional to l(z); ``"uniform"``: p(z) = 1/4 (ablation)."""
     momentum: float = 0.9
     """Of the running per-combination losses that eq. (4) is applied to (see ImportanceSampler)."""
+    lora_rank: int = 0
+    """0: the LMM stays frozen. > 0: LoRA adapters of this rank (peft) on the LMM train too."""
+    lora_alpha: int = 16
     seed: int = 0
     bf16: bool = True
     checkpoint_every: int = 100
 
     def __post_init__(self):
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
         if self.importance not in ("difficulty", "uniform"):
             raise ValueError(f"importance must be 'difficulty' or 'uniform', got {self.importance!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -267,7 +272,8 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     z(s,m) (eq. 2), draws one per sample from p(z) (eq. 4 on running losses, or uniform),
     and minimises the next-token loss of the anchor's 64 codes after the hybrid prompt (eq. 3).
     ``codes`` is ``[n_styles, n_emoji, 64]``; ``triplets`` a :class:`drclib.data.users.Triplets`.
-    The LMM's weights do not change (gradients flow through it into z).
+    The LMM's weights do not change (gradients flow through it into z); with
+    ``cfg.lora_rank > 0`` LoRA adapters are added to it (if it has none) and train with the DRC.
 
     Returns the history: ``loss``, per-combination running losses ``l_aa`` ... and
     probabilities ``p_aa`` ..., ``lr``, and ``sampler`` (the sampler's state, for resuming).
@@ -280,9 +286,14 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     if len(triplets) == 0:
         raise ValueError("no triplets to train on: build them with drclib.data.make_dataset (n_triplets > 0)")
     device = torch.device(device)
-    lmm.to(device).eval().requires_grad_(False)
+    if cfg.lora_rank and not lmm.has_lora:
+        lmm.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    lmm.to(device).eval()
+    lmm.freeze_base()                              # no adapters: nothing of the LMM trains
     drc.to(device).train()
-    opt = torch.optim.AdamW(drc.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    params = list(drc.parameters()) + (lmm.lora_parameters() if cfg.lora_rank else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    holder = torch.nn.ModuleDict({"drc": drc, "lmm": lmm}) if cfg.lora_rank else drc
     sampler = ImportanceSampler(len(COMBINATIONS), uniform=cfg.importance == "uniform", momentum=cfg.momentum)
     run_config = {k: v for k, v in vars(cfg).items()} | {"n_triplets": int(len(triplets)),
                                                           "drc": dict(vars(drc.config))}
@@ -291,7 +302,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
         history["l_" + c], history["p_" + c] = [], []
     step = 0
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
-        step, history = load_training_state(checkpoint_dir, drc, opt, run_config)
+        step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
         sampler.load_state(history["sampler"])
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="stage 1", disable=not progress)
@@ -315,7 +326,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage-1 loss became {loss.item()} at step {step}; lower the learning rate")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(drc.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sampler.update(which, losses)
         step += 1
@@ -330,9 +341,10 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            save_training_state(checkpoint_dir, drc, opt, step, history, run_config)
+            save_training_state(checkpoint_dir, holder, opt, step, history, run_config)
     bar.close()
     drc.eval()
+    lmm.eval()
     return history
 
 
@@ -497,28 +509,6 @@ def train_backbone_command(args) -> int:
     return 0
 
 
-def lmm_fingerprint(folder: str | Path) -> dict:
-    """Which LMM a DRC model was trained against: its folder (relative to the repository when
-    inside it) and the sha256 of its weights. A DRC model only works with that LMM."""
-    from drclib.data.stickers import repo_root
-    from drclib.io import file_digest
-
-    folder = Path(folder).resolve()
-    try:
-        shown = str(folder.relative_to(repo_root()))
-    except ValueError:
-        shown = str(folder)
-    return {"folder": shown, "sha256": file_digest(folder / "model.safetensors")}
-
-
-def check_lmm_matches(info: dict, lmm_folder: str | Path, source: str) -> None:
-    """Raise :class:`CheckpointError` when ``lmm_folder`` is not the LMM recorded in ``info``."""
-    want = info.get("lmm", {}).get("sha256")
-    if want and lmm_fingerprint(lmm_folder)["sha256"] != want:
-        raise CheckpointError(f"{source} was trained against another LMM than {lmm_folder} (weights differ); "
-                              "retrain it against this LMM or pass the LMM it was trained with")
-
-
 STAGE1_PROBE = {"pairs": 300, "triplets": 300}
 
 
@@ -537,7 +527,9 @@ def _stage1_card(variant: str, config: dict, info: dict) -> str:
              "", f"Config: `{json.dumps(config, sort_keys=True)}`.", "",
              f"- Command: `{info.get('command', '?')}`",
              f"- Trained in {info.get('train_minutes', '?')} min on {info.get('machine', '?')}.",
-             f"- LMM (frozen): `{info.get('lmm', {}).get('folder', '?')}` "
+             f"- LMM: `{info.get('lmm', {}).get('folder', '?')}`, "
+             + ("frozen" if not s1.get("lora_rank") else f"frozen base + LoRA adapters (rank {s1['lora_rank']}, "
+                f"alpha {s1.get('lora_alpha')}) trained with the model, saved in `lora/`") + " "
              f"(sha256 {info.get('lmm', {}).get('sha256', '?')[:12]}...).",
              f"- Data: {s1.get('n_triplets', '?')} ground-truth triplets of the full profile (seed "
              f"{s1.get('seed', '?')}), no held-out cell in any slot; {s1.get('steps', '?')} steps of batch "
@@ -573,14 +565,11 @@ def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None 
     from drclib import tokenizer as tok_mod
     from drclib.backbone import default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet
-    from drclib.drc import DRC, evaluate_stage1, heldout_triplets, swap_pairs
+    from drclib.drc import evaluate_stage1, heldout_triplets, load_stage1, swap_pairs
 
     folder = Path(folder)
-    drc = DRC.from_pretrained(folder, device=device)
+    drc, lmm = load_stage1(folder, lmm_folder, device=device)
     info = dict(drc.training_info)
-    lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
-    check_lmm_matches(info, lmm_folder, str(folder))
-    lmm = PocketLMM.from_pretrained(lmm_folder, device=device)
     tokenizer = tok_mod.load_default(device=device)
     stickers = StickerSet.load()
     codes = sticker_codes(tokenizer, stickers)
@@ -602,7 +591,7 @@ def train_stage1_command(args) -> int:
     from drclib import tokenizer as tok_mod
     from drclib.backbone import default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet, make_dataset
-    from drclib.drc import COMBINATIONS, DRC, VARIANTS
+    from drclib.drc import COMBINATIONS, DRC, VARIANTS, lmm_fingerprint
     from drclib.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
@@ -617,7 +606,7 @@ def train_stage1_command(args) -> int:
     data = make_dataset(stickers, args.profile, seed=args.seed)
     drc = DRC.for_lmm(lmm, n_latent=args.n_latent, **VARIANTS[args.variant])
     cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       importance="uniform" if args.variant == "uniform" else "difficulty")
+                       importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank)
     t0 = time.perf_counter()
     history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir)
     minutes = (time.perf_counter() - t0) / 60
@@ -627,6 +616,12 @@ def train_stage1_command(args) -> int:
             "stage1": vars(cfg) | {"n_triplets": len(data.triplets), "profile": args.profile},
             "final_losses": {c: history["l_" + c][-1] for c in COMBINATIONS},
             "history": {k: _downsample(v) for k, v in history.items() if k != "sampler"}}
+    if cfg.lora_rank:
+        lmm.cpu().save_lora(out / "lora", dtype=torch.float16)
+    elif (out / "lora").exists():
+        import shutil
+
+        shutil.rmtree(out / "lora")
     drc.cpu().save_pretrained(out, dtype=torch.float16, extra=info,
                               card=_stage1_card(args.variant, dict(vars(drc.config)), info))
     evaluate_stage1_folder(out, lmm_folder=lmm_folder, n_pairs=args.eval_pairs, n_triplets=args.eval_triplets,
@@ -690,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     s1.add_argument("--batch-size", type=int, default=32)
     s1.add_argument("--lr", type=float, default=5e-4)
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
+    s1.add_argument("--lora-rank", type=int, default=0, help="0: frozen LMM; > 0: LoRA adapters train too")
     s1.add_argument("--profile", default="full", help="whose triplets to train on")
     s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")
     s1.add_argument("--seed", type=int, default=0)

@@ -205,3 +205,64 @@ def plot_curves(history: dict, keys: Sequence[str], *, x: str = "step", title: s
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def show_attention(query_image, key_image, weights, positions: Sequence[int], *, grid: int = 8, cell: float = 1.3,
+                   title: str | None = None):
+    """Where attention looks: for each query token in ``positions`` (index into the 8 x 8
+    grid), the query image with that cell boxed, and the key image under a heat map of the
+    weights ``[64 queries, 64 keys]`` of that token."""
+    import matplotlib.patches as patches
+
+    q, k = to_uint8(query_image), to_uint8(key_image)
+    w = weights.detach().cpu().float().numpy() if hasattr(weights, "detach") else np.asarray(weights)
+    size = q.shape[0]
+    step = size / grid
+    fig, axes = plt.subplots(2, len(positions), figsize=(cell * len(positions), cell * 2.1), squeeze=False)
+    for j, pos in enumerate(positions):
+        r, c = divmod(int(pos), grid)
+        ax = axes[0, j]
+        ax.imshow(q)
+        ax.add_patch(patches.Rectangle((c * step - 0.5, r * step - 0.5), step, step, fill=False, color="red", lw=1.5))
+        _hide_axes(ax)
+        ax = axes[1, j]
+        ax.imshow(k)
+        ax.imshow(w[pos].reshape(grid, grid), cmap="magma", alpha=0.6, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+        _hide_axes(ax)
+    axes[0, 0].set_ylabel("query", fontsize=8)
+    axes[1, 0].set_ylabel("keys", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def show_triplets(stickers: StickerSet, triplets, rows: Sequence[int], *, cell: float = 1.0):
+    """Stage-1 triplets, one per row: anchor, positive-style, positive-semantic."""
+    cells = np.stack([triplets.anchor[rows], triplets.pos_style[rows], triplets.pos_sem[rows]], 1)
+    labels = [f"{stickers.styles[s]}\n{stickers.names[e][:18]}" for s, e in cells[:, 0]]
+    fig = image_grid(stickers.batch(cells), labels, ["anchor", "positive-style", "positive-semantic"], cell=cell)
+    return fig
+
+
+def plot_bars(values: dict, *, title: str | None = None, ylabel: str | None = None, reference: float | None = None,
+              reference_label: str = "chance"):
+    """A bar per entry of ``values`` (name -> number; ``None`` bars are labelled n/a)."""
+    names = list(values)
+    nums = [0.0 if values[n] is None else float(values[n]) for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(names)), 2.8))
+    bars = ax.bar(range(len(names)), nums, color="#4c72b0")
+    for b, n in zip(bars, names):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), "n/a" if values[n] is None else f"{values[n]:.2f}",
+                ha="center", va="bottom", fontsize=7)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+        ax.legend(fontsize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -184,3 +184,40 @@ def test_shipped_lmm_reproduces_its_card(shipped_stickers):
                                  metrics.load_default("emoji_classifier"), shipped_stickers, cells)
     for k in ("style_acc", "emoji_top1", "both"):      # greedy decoding: equal up to float noise
         assert abs(got[k] - probe[k]) <= 0.05, (k, got[k], probe[k])
+
+
+def test_lora_starts_as_identity_saves_and_loads(tiny_stickers, tmp_path):
+    torch.manual_seed(0)
+    m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).eval()
+    x = torch.randint(0, 40, (2, 9))
+    before = m(input_ids=x).logits
+    m.add_lora(4, 8)
+    torch.testing.assert_close(m(input_ids=x).logits, before)         # LoRA B starts at zero
+    with pytest.raises(ValueError, match="already has LoRA"):
+        m.add_lora()
+    m.freeze_base()
+    trainable = [n for n, p in m.lm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    for p in m.lora_parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    after = m(input_ids=x).logits
+    m.save_lora(tmp_path / "lora")
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    torch.manual_seed(0)
+    fresh = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).eval()
+    fresh.load_lora(tmp_path / "lora")
+    torch.testing.assert_close(fresh.eval()(input_ids=x).logits, after)
+    assert fresh.generate_images("thing number 1", greedy=True).shape == (1, 64)
+
+
+def test_lora_bad_files(tiny_stickers, tmp_path):
+    m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    with pytest.raises(CheckpointError, match="adapter_config.json is missing"):
+        m.load_lora(tmp_path)
+    m.add_lora(2, 4)
+    m.save_lora(tmp_path / "a")
+    (tmp_path / "a" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).load_lora(tmp_path / "a")
+    with pytest.raises(ValueError, match="no LoRA"):
+        PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).lora_state_dict()

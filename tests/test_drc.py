@@ -62,7 +62,8 @@ def test_instructions_differ_by_their_sources(lmm, codes, triplets):
     e = [emb(lmm, codes, c[:2]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
     f = drc.stage1_features(*e)
     zs = drc.stage1_instructions(*e)
-    torch.testing.assert_close(zs["am"], drc.fusion(f["sty_a"], f["sem_m"]))
+    torch.testing.assert_close(zs["am"], drc.fuse(f["sty_a"], f["sem_m"]))
+    assert torch.allclose(zs["am"].norm(dim=-1), torch.ones(2, 4), atol=0.05)      # z_norm = 1 at init
     assert not torch.allclose(zs["aa"], zs["sm"])
 
 
@@ -247,3 +248,45 @@ def test_swap_rates_count_success_and_both_collapses():
     r = swap_rates(style_pred, emoji_top, a, b)
     assert r["style_of_A"] == 0.75 and r["emoji_of_B"] == 0.5 and r["both"] == 0.25
     assert r["emoji_of_B_top5"] == 0.75 and r["style_of_B"] == 0.25 and r["emoji_of_A"] == 0.25
+
+
+def test_stage1_with_lora_trains_adapters_only(steerable, tiny_stickers):
+    lmm0, codes = steerable
+    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    lmm.load_state_dict(lmm0.state_dict())
+    triplets = Triplets(np.array([[0, 1], [1, 2]] * 4), np.array([[0, 3], [1, 4]] * 4),
+                        np.array([[2, 1], [3, 2]] * 4))
+    drc = DRC.for_lmm(lmm, n_latent=4)
+    base = {k: v.clone() for k, v in lmm.state_dict().items()}
+    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=5, batch_size=8, lr=3e-3, warmup=1, bf16=False,
+                                                             lora_rank=2), progress=False)
+    assert lmm.has_lora and len(h["loss"]) == 5
+    assert any(p.abs().sum() > 0 for n, p in lmm.lm.named_parameters() if "lora_B" in n)     # adapters moved
+    now = lmm.state_dict()
+    for k, v in base.items():                                                               # base weights did not
+        key = k if k in now else k.replace(".weight", ".base_layer.weight")
+        torch.testing.assert_close(now[key], v)
+    with pytest.raises(ValueError, match="lora_rank"):
+        Stage1Config(lora_rank=-1)
+
+
+def test_load_stage1_checks_the_lmm_and_restores_lora(steerable, tiny_stickers, tmp_path, monkeypatch):
+    from drclib.drc import lmm_fingerprint, load_stage1
+
+    lmm0, _ = steerable
+    lmm_dir = tmp_path / "lmm"
+    lmm0.save_pretrained(lmm_dir)
+    lmm = PocketLMM.from_pretrained(lmm_dir)
+    lmm.add_lora(2, 4)
+    for p in lmm.lora_parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    drc = DRC.for_lmm(lmm, n_latent=4)
+    drc.save_pretrained(tmp_path / "s1", extra={"lmm": lmm_fingerprint(lmm_dir)})
+    lmm.save_lora(tmp_path / "s1" / "lora")
+    back, back_lmm = load_stage1(tmp_path / "s1", lmm_dir)
+    x = torch.randint(0, 30, (1, 8))
+    torch.testing.assert_close(back_lmm(input_ids=x).logits, lmm.eval()(input_ids=x).logits)
+    other = tmp_path / "other"
+    PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).save_pretrained(other)
+    with pytest.raises(CheckpointError, match="another LMM"):
+        load_stage1(tmp_path / "s1", other)

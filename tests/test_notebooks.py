@@ -44,7 +44,29 @@ def _check_01(r):
     assert len(r["captions"]) == 3 and all(isinstance(c, str) for c in r["captions"])
 
 
-CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01}
+def _check_02(r):
+    rows = {(x["extractor"], x["statistics"]): x for x in r["mining"]}
+    assert len(rows) == 10 and all(x["backend"] for x in rows.values())
+    # an unavailable extractor is reported as such, never as a number from random weights
+    assert all((x["precision"] is None) == x["backend"].startswith("ImageNet VGG-16 weights absent")
+               for x in rows.values())
+    assert 0.1 < r["chance_precision"] < 0.25
+    assert rows[("colour", "meanstd")]["precision"] > r["chance_precision"]
+    assert rows[("kit_style", "meanstd")]["precision"] > rows[("colour", "meanstd")]["precision"]
+    assert r["rerender_shape"] == [3, 3, 32, 32] and r["triplets"] == 400
+
+
+def _check_03(r):
+    assert r["e_shape"] == [1, 64, 256] and r["z_shape"] == [1, 16, 256]
+    assert r["variant_z_tokens"] == {"drc": 16, "concat": 128, "mlp": 16}
+    assert all(v == [1, 64, 256] for v in r["features"].values())
+    assert r["params"]["StyleTower"] == r["params"]["SemTower"] > 0           # one architecture, two towers
+    assert r["params"]["lmm"] > r["params"]["drc"] > r["params"]["concat"]
+    assert 0 < r["attention_entropy"]["style"] <= r["attention_entropy"]["uniform"] + 1e-6
+
+
+CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
+          "03_towers_and_fusion": _check_03}
 
 NOTEBOOKS = find_notebooks()
 
