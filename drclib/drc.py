@@ -59,6 +59,10 @@ class DRCConfig:
     dropout: float = 0.0
     tower: str = "attention"
     fusion: str = "attention"
+    features: str = "embeddings"
+    """What a tower sees of an image: ``"embeddings"``, E_x as the paper defines it (the LMM's
+    embedding lookup of the visual codes), or ``"hidden"``, the frozen LMM's last hidden states
+    over the image while it reads ``<bos> <img> codes </img>`` (see :meth:`DRC.image_tokens`)."""
     z_norm: float = 1.0
     """Initial length of each latent token. z is layer-normalised with a learnable gain that
     starts here, about the length of the LMM's word embeddings (0.9 for the shipped LMM);
@@ -69,6 +73,8 @@ class DRCConfig:
             raise ValueError(f"tower must be one of {sorted(TOWERS)}, got {self.tower!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
+        if self.features not in ("embeddings", "hidden"):
+            raise ValueError(f"features must be 'embeddings' or 'hidden', got {self.features!r}")
         if self.dim < 1 or self.n_latent < 1 or self.heads < 1 or self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads}); "
                              f"n_latent ({self.n_latent}) must be >= 1")
@@ -118,6 +124,27 @@ class DRC(Pretrained):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @torch.no_grad()
+    def image_tokens(self, lmm: PocketLMM, codes: torch.Tensor) -> torch.Tensor:
+        """What the towers read of images given as visual codes ``[B, 64]``: ``[B, 64, d]``.
+
+        ``features="embeddings"``: E_x, the LMM's embedding lookup (the paper's definition).
+        ``features="hidden"``: the LMM's last hidden states at the 64 image positions of
+        ``<bos> <img> codes </img>``. LaVIT's visual tokens are semantic (they come from a ViT);
+        the kit's are pixel patches, so E_x alone leaves the towers to learn to recognise 1,370
+        emoji from scratch, while the pocket LMM, trained to caption images, already does.
+        No gradient flows into the LMM here either way.
+        """
+        codes = torch.as_tensor(codes, device=lmm.device)
+        if self.config.features == "embeddings":
+            return lmm.visual_embeddings(codes)
+        ids = lmm.codes_to_ids(codes)
+        b = ids.shape[0]
+        seq = torch.cat([torch.full((b, 1), BOS, device=lmm.device), torch.full((b, 1), IMG, device=lmm.device), ids,
+                         torch.full((b, 1), IMG_END, device=lmm.device)], 1)
+        hidden = lmm.lm(input_ids=seq, output_hidden_states=True).hidden_states[-1]
+        return hidden[:, 2:2 + ids.shape[1]].float()
 
     # ------------------------------------------------------------------ stage 1
     def stage1_features(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -399,7 +426,7 @@ def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, c
     dev = lmm.device
 
     def emb(cells):
-        return lmm.visual_embeddings(codes[cells[:, 0], cells[:, 1]].to(dev))
+        return drc.image_tokens(lmm, codes[cells[:, 0], cells[:, 1]].to(dev))
 
     def run(make_z, n):
         imgs = []

@@ -5,16 +5,17 @@ Every block works on *token sequences* of width ``d`` (the LMM's hidden size): a
 its visual-token embedding sequence ``E_x`` of shape ``[B, 64, d]`` (the LMM's own embedding
 lookup of the tokenizer's 8 x 8 code grid, :meth:`drclib.backbone.PocketLMM.visual_embeddings`).
 
-=====================  =========================================================================
-block                  what it computes
-=====================  =========================================================================
-:class:`CrossAttention`  multi-head attention, queries from one sequence, keys/values from another
-:class:`StyleTower`      StyleTower / SemTower (both a :class:`Tower`): one cross-attention layer, then a feed-forward layer
-:class:`FusionNetwork`   two cross-attention layers (the inputs take turns as query), then K learned
-                         queries compress the result to the latent instruction z ``[B, K, d]``
-:class:`MLPTower`        ablation "w/o attention": a token-level MLP that sees one image only
-:class:`ConcatFusion`    ablation "w/o FusionNetwork": the two feature sequences concatenated
-=====================  =========================================================================
+========================  ======================================================================
+block                     what it computes
+========================  ======================================================================
+:class:`CrossAttention`   multi-head attention, queries from one sequence, keys/values from another
+:class:`StyleTower`       StyleTower / SemTower (both a :class:`Tower`): one cross-attention layer,
+                          then a feed-forward layer
+:class:`FusionNetwork`    two cross-attention layers (the inputs take turns as query), then K
+                          learned queries compress the result to the latent instruction z
+:class:`MLPTower`         ablation "w/o attention": a token-level MLP that sees one image only
+:class:`ConcatFusion`     ablation "w/o FusionNetwork": the two feature sequences concatenated
+========================  ======================================================================
 
 Two choices the paper leaves open, made here:
 
@@ -23,7 +24,8 @@ Two choices the paper leaves open, made here:
   residual ``q + A`` the semantic tower's output for z(s,a) would contain the anchor itself
   and the model could copy it instead of learning to disentangle.
 - **Positions.** ``E_x`` is an embedding lookup and knows nothing of where a token sits on
-  the 8 x 8 grid, so each tower and the fusion network add a learned position embedding.
+  the 8 x 8 grid, so each tower and the fusion network (and its concatenation ablation) add
+  a learned position embedding.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class FusionNetwork(nn.Module):
         super().__init__()
         self.dim, self.n_latent = dim, n_latent
         self.type_emb = nn.Parameter(torch.randn(2, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
         self.style_asks = CrossAttention(dim, heads, dropout)
         self.sem_asks = CrossAttention(dim, heads, dropout)
         self.norm_x, self.norm_y = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -174,8 +177,8 @@ class FusionNetwork(nn.Module):
         _check_tokens(f_sem, self.dim, "semantic features")
         if f_style.shape[0] != f_sem.shape[0]:
             raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
-        s = f_style + self.type_emb[0]
-        m = f_sem + self.type_emb[1]
+        s = f_style + self.type_emb[0] + self.pos[:, :f_style.shape[1]]
+        m = f_sem + self.type_emb[1] + self.pos[:, :f_sem.shape[1]]
         x = self.norm_x(s + self.style_asks(s, m))
         y = self.norm_y(m + self.sem_asks(m, x))
         memory = torch.cat([x, y], 1)
@@ -195,6 +198,7 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.dim = dim
         self.type_emb = nn.Parameter(torch.randn(2, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim or dim))
 
     def forward(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
@@ -202,7 +206,8 @@ class ConcatFusion(nn.Module):
         _check_tokens(f_sem, self.dim, "semantic features")
         if f_style.shape[0] != f_sem.shape[0]:
             raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
-        return self.out(torch.cat([f_style + self.type_emb[0], f_sem + self.type_emb[1]], 1))
+        pos_s, pos_m = self.pos[:, :f_style.shape[1]], self.pos[:, :f_sem.shape[1]]
+        return self.out(torch.cat([f_style + self.type_emb[0] + pos_s, f_sem + self.type_emb[1] + pos_m], 1))
 
 
 TOWERS = {"attention": (StyleTower, SemTower), "mlp": (MLPTower, MLPTower)}

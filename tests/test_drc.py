@@ -158,7 +158,7 @@ def test_stage1_learns_and_leaves_the_lmm_frozen(steerable):
     drc = DRC.for_lmm(lmm, n_latent=4)
     before = {k: v.clone() for k, v in lmm.state_dict().items()}
     h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=30, batch_size=8, lr=3e-3, warmup=2,
-                                                             bf16=False), progress=False)
+                                                             bf16=False, lora_rank=0), progress=False)
     assert np.mean(h["loss"][-5:]) < 0.5 * h["loss"][0]
     assert all(torch.equal(before[k], v) for k, v in lmm.state_dict().items())
     assert not any(p.requires_grad for p in lmm.parameters())
@@ -166,7 +166,8 @@ def test_stage1_learns_and_leaves_the_lmm_frozen(steerable):
 
 def test_stage1_probabilities_follow_eq4(lmm, codes, triplets):
     drc = DRC.for_lmm(lmm, n_latent=4)
-    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=6, batch_size=8, bf16=False), progress=False)
+    h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=6, batch_size=8, bf16=False, lora_rank=0),
+                     progress=False)
     p = np.array([h["p_" + c] for c in COMBINATIONS])
     np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
     lr = np.array([h["l_" + c][-1] for c in COMBINATIONS])
@@ -176,7 +177,7 @@ def test_stage1_probabilities_follow_eq4(lmm, codes, triplets):
 def test_stage1_uniform_switch(lmm, codes, triplets):
     drc = DRC.for_lmm(lmm, n_latent=4)
     h = train_stage1(drc, lmm, codes, triplets, Stage1Config(steps=3, batch_size=8, importance="uniform",
-                                                             bf16=False), progress=False)
+                                                             bf16=False, lora_rank=0), progress=False)
     assert all(v == 0.25 for c in COMBINATIONS for v in h["p_" + c])
     with pytest.raises(ValueError, match="importance"):
         Stage1Config(importance="hard")
@@ -184,22 +185,25 @@ def test_stage1_uniform_switch(lmm, codes, triplets):
         train_stage1(drc, lmm, codes, Triplets(*(np.empty((0, 2), np.int64),) * 3), progress=False)
 
 
-def test_stage1_resume_matches_uninterrupted(lmm, codes, triplets, tmp_path):
-    cfg = Stage1Config(steps=6, batch_size=8, warmup=2, bf16=False, checkpoint_every=2)
+def test_stage1_resume_matches_uninterrupted(tiny_stickers, codes, triplets, tmp_path):
+    """With LoRA adapters: the resumed run restores the DRC, the adapters, the optimizer and
+    the sampler, and ends where the uninterrupted run ends."""
+    cfg = Stage1Config(steps=6, batch_size=8, warmup=2, bf16=False, checkpoint_every=2, lora_rank=2)
 
     def fresh():
         torch.manual_seed(3)
-        return DRC.for_lmm(lmm, n_latent=4)
+        m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+        return DRC.for_lmm(m, n_latent=4), m
 
-    a = fresh()
-    ha = train_stage1(a, lmm, codes, triplets, cfg, progress=False)
-    b = fresh()
-    train_stage1(b, lmm, codes, triplets, cfg, checkpoint_dir=tmp_path, stop_after=3, progress=False)
-    b = fresh()
-    hb = train_stage1(b, lmm, codes, triplets, cfg, checkpoint_dir=tmp_path, progress=False)
+    a, la = fresh()
+    ha = train_stage1(a, la, codes, triplets, cfg, progress=False)
+    b, lb = fresh()
+    train_stage1(b, lb, codes, triplets, cfg, checkpoint_dir=tmp_path, stop_after=3, progress=False)
+    b, lb = fresh()
+    hb = train_stage1(b, lb, codes, triplets, cfg, checkpoint_dir=tmp_path, progress=False)
     np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-4)
     np.testing.assert_allclose(hb["p_sm"], ha["p_sm"], rtol=1e-5)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(list(a.parameters()) + la.lora_parameters(), list(b.parameters()) + lb.lora_parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
 
 
@@ -290,3 +294,25 @@ def test_load_stage1_checks_the_lmm_and_restores_lora(steerable, tiny_stickers, 
     PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY).save_pretrained(other)
     with pytest.raises(CheckpointError, match="another LMM"):
         load_stage1(tmp_path / "s1", other)
+
+
+@pytest.mark.parametrize("variant", ["drc", "uniform", "concat", "mlp"])
+def test_shipped_stage1_reproduces_its_card(variant, shipped_stickers):
+    """The shipped stage-1 models (DRC and its three ablations) load with their LMM and LoRA
+    adapters and reproduce the small probe stored in their card, within 2 of 24 images."""
+    from drclib import metrics
+    from drclib import tokenizer as vt
+    from drclib.backbone import sticker_codes
+    from drclib.drc import load_stage1
+    from drclib.train import default_stage1_dir, stage1_probe
+
+    model, lmm = load_stage1(default_stage1_dir(variant))
+    stored = model.training_info["probe"]
+    tok = vt.load_default()
+    got = stage1_probe(model, lmm, tok, metrics.load_default("style_classifier"),
+                       metrics.load_default("emoji_classifier"), shipped_stickers, sticker_codes(tok, shipped_stickers))
+    for group in ("combinations", "swap"):
+        for key, rates in stored[group].items():
+            for name, value in rates.items():
+                assert abs(got[group][key][name] - value) <= 2 / 24 + 1e-9, (group, key, name)
+    assert model.training_info["evaluation"]["swap"]["self"]["n"] == 300
