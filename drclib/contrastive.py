@@ -278,3 +278,46 @@ __all__ = ["channel_stats", "gram_stats", "style_statistics", "style_distance", 
            "tokenizer_extractor", "classifier_extractor", "colour_extractor", "get_extractor", "EXTRACTORS",
            "mine_positive_style", "mining_precision", "mining_table", "chance_precision", "positive_semantic",
            "mined_triplets"]
+
+
+def main(argv=None) -> int:
+    """``python -m drclib.contrastive``: print the positive-style mining table (precision@k of
+    every extractor and statistic against the ground truth) for the full profile's sizes."""
+    import argparse
+    import json
+
+    from drclib.config import get_profile
+    from drclib.data import StickerSet, heldout_cells
+
+    p = argparse.ArgumentParser(prog="python -m drclib.contrastive", description=main.__doc__)
+    p.add_argument("--profile", default="full", help="whose mining sizes to use")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prof = get_profile(args.profile)
+    stickers = StickerSet.load()
+    cells = np.argwhere(~heldout_cells(stickers))
+    rng = np.random.default_rng(args.seed)
+    anchors = cells[rng.choice(len(cells), size=prof.mining_anchors, replace=False)]
+    pool = cells[rng.choice(len(cells), size=prof.mining_pool, replace=False)]
+    rows = mining_table(stickers, anchors, pool, k=args.k)
+    chance = chance_precision(anchors, pool)
+    print(f"{len(anchors)} anchors, pool of {len(pool)}, k = {args.k}; chance {chance:.3f}")
+    print("| extractor | statistics | precision@k | same emoji | backend |\n|---|---|---|---|---|")
+    for r in rows:
+        prec = "n/a" if r["precision"] is None else f"{r['precision']:.3f}"
+        same = "n/a" if r["same_emoji"] is None else f"{r['same_emoji']:.3f}"
+        print(f"| {r['extractor']} | {r['statistics']} | {prec} | {same} | {r['backend']} |")
+    if args.json:
+        from drclib.io import write_json
+
+        write_json(args.json, {"rows": rows, "chance": chance})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
