@@ -15,6 +15,8 @@ block                     what it computes
                           learned queries compress the result to the latent instruction z
 :class:`MLPTower`         ablation "w/o attention": a token-level MLP that sees one image only
 :class:`ConcatFusion`     ablation "w/o FusionNetwork": the two feature sequences concatenated
+:class:`MaskGenerator`    stage 2: relevance of history style tokens and reference semantic tokens,
+                          top-k masks at ratios alpha_s, alpha_m (straight-through)
 ========================  ======================================================================
 
 Two choices the paper leaves open, made here:
@@ -210,10 +212,108 @@ class ConcatFusion(nn.Module):
         return self.out(torch.cat([f_style + self.type_emb[0] + pos_s, f_sem + self.type_emb[1] + pos_m], 1))
 
 
+class MaskGenerator(nn.Module):
+    """Stage 2's learnable masks (paper section 2.2, eq. 5), after Pigeon's mask generator.
+
+    One transformer-encoder layer reads the history's style tokens ``[B, N, 64, d]`` and the
+    reference's semantic tokens ``[B, 64, d]`` as one sequence, with a type embedding
+    (history / reference), an image-index embedding and a grid-position embedding. Each token's
+    **relevance** is the cosine between its input and its encoder output, soft-maxed within its
+    type (jointly over all history tokens; over the reference's tokens). A ratio ``alpha`` of
+    each type is masked out: the ``max(1, int(n * (1 - alpha)))`` most relevant tokens are kept.
+
+    The masks are **applied multiplicatively** with a straight-through estimator: the forward
+    pass multiplies by exactly 0 or 1, the backward pass sends the gradient of the mask to the
+    relevance scores, so the generator trains (Pigeon's released code turned the mask into
+    indices, which cuts that gradient). Gumbel noise perturbs the scores in training only;
+    at inference the masks are deterministic.
+    """
+
+    def __init__(self, dim: int, heads: int = 4, ffn_mult: int = 2, max_history: int = 16, tokens: int = GRID_TOKENS,
+                 gumbel_scale: float = 1.0):
+        super().__init__()
+        self.dim, self.max_history, self.gumbel_scale = dim, max_history, gumbel_scale
+        self.type_emb = nn.Parameter(torch.randn(2, dim) * 0.02)           # 0: history, 1: reference
+        self.image_emb = nn.Parameter(torch.randn(max_history + 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.encoder = nn.TransformerEncoderLayer(dim, heads, ffn_mult * dim, dropout=0.0, batch_first=True,
+                                                  norm_first=True)
+
+    @staticmethod
+    def keep_count(n: int, ratio: float) -> int:
+        """Tokens kept when a ratio of ``n`` is masked: ``max(1, int(n * (1 - ratio)))``."""
+        return max(1, int(n * (1.0 - ratio)))
+
+    def relevance(self, f_style: torch.Tensor, f_sem: torch.Tensor,
+                  history_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relevance logits (cosine of input and encoder output) of every history token
+        ``[B, N, T]`` and reference token ``[B, T]``."""
+        b, n, t, d = f_style.shape
+        if n > self.max_history:
+            raise ValueError(f"history of {n} images is longer than this mask generator's max_history "
+                             f"({self.max_history}); use fewer history images")
+        idx = torch.arange(n, device=f_style.device)
+        hist = f_style + self.type_emb[0] + self.image_emb[idx][None, :, None] + self.pos[:t]
+        ref = f_sem + self.type_emb[1] + self.image_emb[self.max_history] + self.pos[:t]
+        x = self.norm(torch.cat([hist.reshape(b, n * t, d), ref], 1))
+        pad = None
+        if history_mask is not None:
+            pad = torch.cat([(~history_mask.bool())[:, :, None].expand(b, n, t).reshape(b, n * t),
+                             torch.zeros(b, t, dtype=torch.bool, device=x.device)], 1)
+        y = self.encoder(x, src_key_padding_mask=pad)
+        cos = F.cosine_similarity(x, y, dim=-1)
+        return cos[:, :n * t].view(b, n, t), cos[:, n * t:]
+
+    def _mask(self, scores: torch.Tensor, valid: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """Straight-through top-k mask over the last axis of ``scores`` ``[B, L]``."""
+        if self.training and self.gumbel_scale > 0:
+            u = torch.rand_like(scores).clamp_(1e-6, 1 - 1e-6)
+            scores = scores - self.gumbel_scale * torch.log(-torch.log(u)) * 0.1
+        scores = scores.masked_fill(~valid, float("-inf"))
+        soft = torch.softmax(scores * 10.0, -1)
+        n_valid = valid.sum(-1)
+        keep = torch.clamp((n_valid.float() * (1.0 - ratio)).floor().long(), min=1)
+        order = scores.argsort(-1, descending=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
+        hard = ((rank < keep[:, None]) & valid).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+    def forward(self, f_style: torch.Tensor, f_sem: torch.Tensor, alpha_s, alpha_m,
+                history_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks for the history's style tokens ``[B, N, T]`` and the reference's semantic
+        tokens ``[B, T]``: 1 = keep, 0 = masked, in the forward pass. ``alpha_s`` and ``alpha_m``
+        (floats or ``[B]`` tensors in [0, 1]) are the masked ratios; ``history_mask`` ``[B, N]``
+        marks real history images (False = padding, never kept)."""
+        if f_style.ndim != 4 or f_style.shape[-1] != self.dim:
+            raise ValueError(f"history style tokens must be [B, N, T, {self.dim}], got {tuple(f_style.shape)}")
+        if f_sem.ndim != 3 or f_sem.shape[-1] != self.dim or f_sem.shape[0] != f_style.shape[0]:
+            raise ValueError(f"reference semantic tokens must be [B, T, {self.dim}] with the history's batch, got "
+                             f"{tuple(f_sem.shape)}")
+        b, n, t, _ = f_style.shape
+        if n == 0:
+            raise ValueError("the history is empty: give at least one history image")
+        ratios = []
+        for name, a in (("alpha_s", alpha_s), ("alpha_m", alpha_m)):
+            a = torch.as_tensor(a, dtype=torch.float32, device=f_style.device).expand(b)
+            if not torch.isfinite(a).all() or (a < 0).any() or (a > 1).any():
+                raise ValueError(f"{name} must lie in [0, 1], got {a.tolist()[:4]}")
+            ratios.append(a)
+        valid_h = (torch.ones(b, n, dtype=torch.bool, device=f_style.device) if history_mask is None
+                   else history_mask.bool().to(f_style.device))
+        if not valid_h.any(1).all():
+            raise ValueError("every sample needs at least one real history image (history_mask all False)")
+        rel_h, rel_r = self.relevance(f_style, f_sem, valid_h)
+        m_h = self._mask(rel_h.reshape(b, n * t), valid_h[:, :, None].expand(b, n, t).reshape(b, n * t), ratios[0])
+        m_r = self._mask(rel_r, torch.ones(b, t, dtype=torch.bool, device=f_sem.device), ratios[1])
+        return m_h.view(b, n, t), m_r
+
+
 TOWERS = {"attention": (StyleTower, SemTower), "mlp": (MLPTower, MLPTower)}
 """(style tower class, semantic tower class) for ``DRCConfig.tower``."""
 FUSIONS = {"attention": FusionNetwork, "concat": ConcatFusion}
 """Fusion class for ``DRCConfig.fusion``."""
 
-__all__ = ["CrossAttention", "FeedForward", "Tower", "StyleTower", "SemTower", "MLPTower", "FusionNetwork", "ConcatFusion", "TOWERS",
+__all__ = ["CrossAttention", "FeedForward", "Tower", "StyleTower", "SemTower", "MLPTower", "MaskGenerator", "FusionNetwork", "ConcatFusion", "TOWERS",
            "FUSIONS", "GRID_TOKENS"]

@@ -600,6 +600,32 @@ def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None 
     return ev
 
 
+ABLATION_NAMES = {"drc": "DRC", "uniform": "w/o importance sampling", "concat": "w/o FusionNetwork",
+                  "mlp": "w/o attention"}
+
+
+def stage1_table(variants=("drc", "uniform", "concat", "mlp")) -> str:
+    """The ablation table (the paper's Table 3 on the swap test) from the shipped stage-1 cards,
+    as markdown: swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors."""
+    from drclib.checkpoint import load_checkpoint
+
+    lines = ["| model | swap: style of A | emoji of B (top-1) | top-5 | both | style of B (collapse) | "
+             "emoji of A (collapse) | z(s,m) redraws anchor: style | emoji top-1 | both | training |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        folder = default_stage1_dir(v)
+        if not (folder / "config.json").is_file():
+            lines.append(f"| {ABLATION_NAMES[v]} | not shipped | | | | | | | | | |")
+            continue
+        _, _, info = load_checkpoint(folder)
+        sw, sm = info["evaluation"]["swap"]["self"], info["evaluation"]["combinations"]["sm"]
+        lines.append(f"| {ABLATION_NAMES[v]} | {sw['style_of_A']:.3f} | {sw['emoji_of_B']:.3f} | "
+                     f"{sw['emoji_of_B_top5']:.3f} | {sw['both']:.3f} | {sw['style_of_B']:.3f} | {sw['emoji_of_A']:.3f} | "
+                     f"{sm['style_acc']:.3f} | {sm['emoji_top1']:.3f} | {sm['both']:.3f} | "
+                     f"{info.get('train_minutes', '?')} min |")
+    return "\n".join(lines)
+
+
 def train_stage1_command(args) -> int:
     """Train one stage-1 variant on the full profile's triplets, save it, evaluate it."""
     import sys
@@ -721,7 +747,13 @@ def main(argv: list[str] | None = None) -> int:
     e1.add_argument("--pairs", type=int, default=STAGE1_EVAL["pairs"])
     e1.add_argument("--triplets", type=int, default=STAGE1_EVAL["triplets"])
     e1.add_argument("--threads", type=int, default=0)
+    sub.add_parser("stage1-table", help="print the ablation table from the shipped stage-1 cards",
+                   description="Read data/checkpoints/stage1/*/config.json and print the swap-test table "
+                   "(DRC and its ablations) as markdown.")
     args = p.parse_args(argv)
+    if args.what == "stage1-table":
+        print(stage1_table())
+        return 0
     if args.what == "stage1":
         return train_stage1_command(args)
     if args.what == "evaluate-stage1":

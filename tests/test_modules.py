@@ -76,3 +76,65 @@ def test_fusion_compresses_to_k_tokens_and_uses_both_inputs():
 def test_concat_fusion_keeps_every_token():
     z = ConcatFusion(D, out_dim=48)(tokens(), tokens(seed=1))
     assert z.shape == (2, 128, 48)
+
+
+def _mask_inputs(b=2, n=3, t=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, t, D, generator=g), torch.randn(b, t, D, generator=g)
+
+
+def test_mask_generator_keeps_the_asked_share_and_is_binary():
+    from drclib.modules import MaskGenerator
+
+    mg = MaskGenerator(D).eval()
+    fs, fm = _mask_inputs()
+    m_h, m_r = mg(fs, fm, alpha_s=0.2, alpha_m=0.75)
+    assert m_h.shape == (2, 3, 64) and m_r.shape == (2, 64)
+    for m in (m_h, m_r):                                  # 0 or 1 up to float rounding of the straight-through sum
+        torch.testing.assert_close(m, m.round(), atol=1e-6, rtol=0)
+    assert (m_h.round().sum((1, 2)) == MaskGenerator.keep_count(3 * 64, 0.2)).all()   # joint over the history
+    assert (m_r.round().sum(1) == MaskGenerator.keep_count(64, 0.75)).all()
+    m0 = mg(fs, fm, 0.0, 1.0)[1]
+    assert (m0.round().sum(1) == 1).all()                                              # alpha 1 still keeps one
+    torch.testing.assert_close(mg(fs, fm, 0.2, 0.75)[0], m_h)                        # deterministic at inference
+
+
+def test_mask_generator_receives_gradient_through_the_mask():
+    """The defect of Pigeon's released code: masks as indices cut the gradient. Ours are
+    multiplied in (straight-through), so a loss on the masked features reaches every
+    parameter of the generator."""
+    from drclib.modules import MaskGenerator
+
+    torch.manual_seed(0)
+    mg = MaskGenerator(D).train()
+    fs, fm = _mask_inputs()
+    m_h, m_r = mg(fs, fm, 0.2, 0.5)
+    masked = (fs * m_h[..., None]).mean(1) + fm * m_r[..., None]
+    (masked.square().sum()).backward()
+    grads = {n: p.grad for n, p in mg.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+    assert grads["encoder.self_attn.in_proj_weight"].abs().sum() > 0
+
+
+def test_mask_generator_padding_and_bad_input():
+    from drclib.modules import MaskGenerator
+
+    mg = MaskGenerator(D, max_history=4).eval()
+    fs, fm = _mask_inputs(n=3)
+    valid = torch.tensor([[True, True, False], [True, False, False]])
+    m_h, _ = mg(fs, fm, 0.0, 0.0, history_mask=valid)
+    m_h = m_h.round()
+    assert m_h[0, 2].sum() == 0 and m_h[1, 1:].sum() == 0                         # padding never kept
+    assert m_h[1, 0].sum() == 64
+    for kw, msg in ((dict(alpha_s=1.5, alpha_m=0.2), "alpha_s must lie in"),
+                    (dict(alpha_s=0.2, alpha_m=float("nan")), "alpha_m must lie in"),
+                    (dict(alpha_s=0.2, alpha_m=-0.1), "alpha_m must lie in")):
+        with pytest.raises(ValueError, match=msg):
+            mg(fs, fm, **kw)
+    with pytest.raises(ValueError, match="history is empty"):
+        mg(fs[:, :0], fm, 0.2, 0.2)
+    with pytest.raises(ValueError, match="max_history"):
+        mg(torch.randn(2, 5, 64, D), fm, 0.2, 0.2)
+    with pytest.raises(ValueError, match="at least one real history image"):
+        mg(fs, fm, 0.2, 0.2, history_mask=torch.zeros(2, 3, dtype=torch.bool))
