@@ -1,5 +1,6 @@
-"""The DRC model: towers + fusion network that turn images into a latent instruction z for
-the (frozen) pocket LMM, the hybrid prompt, and the stage-1 losses (paper section 2.1).
+"""The DRC model: towers + fusion network (+ stage 2's mask generator) that turn images into
+a latent instruction z for the pocket LMM, the hybrid prompt, and the losses (paper
+sections 2.1 and 2.2).
 
 Where each equation of ../shared/paper/DRC_METHOD.md lives:
 
@@ -11,14 +12,17 @@ eq. (2) the four instructions Z        :meth:`DRC.stage1_instructions`
 hybrid prompt "Create an image ..."    :func:`hybrid_prompt`
 eq. (3) l(z), next-token loss          :func:`reconstruction_loss`
 eq. (4) p(z) = l(z) / sum l(z')        :func:`importance_probabilities` (+ :class:`ImportanceSampler`)
-stage-2 composition (self-attention)   :meth:`DRC.instruction`
+composition (self-attention form)      :meth:`DRC.instruction`
+eqs. (5)-(8) masks, pooling, z~        :meth:`DRC.user_instruction` (+ :class:`~drclib.modules.MaskGenerator`)
+eq. (9) L_sft                          :func:`reconstruction_loss` after :func:`hybrid_prompts`
 =====================================  ======================================================
 
 The LMM is not part of this module's weights: DRC learns to *write instructions* in the
-LMM's input space, and the LMM stays frozen in stage 1 (gradients flow through it into z,
-its weights do not change). Why frozen: the paper's point is that a compact instruction can
-steer an existing LMM; a frozen LMM also keeps what it learned from text (stage 2 adapts it
-with LoRA), and stage 1 needs no optimizer state for it.
+LMM's input space. The LMM's own weights never change; LoRA adapters (rank 8, through peft)
+on its attention and MLP layers train with the DRC modules, in stage 1 already (the paper
+leaves this open; in 300-step pilots a fully frozen LMM reached 3.6 nats per code, with
+adapters 2.9) and in stage 2 (the paper: LoRA r = 8, alpha = 16). The adapters are saved
+beside the DRC weights (``lora/``, peft's file format); :func:`load_stage1` restores both.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 
 from drclib.backbone import BOS, IMG, IMG_END, PocketLMM
 from drclib.checkpoint import CheckpointError, Pretrained
-from drclib.modules import FUSIONS, TOWERS
+from drclib.modules import FUSIONS, TOWERS, MaskGenerator
 
 HYBRID_PROMPT = "Create an image that meets the specified requirements"
 """The text before the latent instruction z in every DRC prompt (the paper's hybrid prompt)."""
@@ -63,6 +67,10 @@ class DRCConfig:
     """What a tower sees of an image: ``"embeddings"``, E_x as the paper defines it (the LMM's
     embedding lookup of the visual codes), or ``"hidden"``, the frozen LMM's last hidden states
     over the image while it reads ``<bos> <img> codes </img>`` (see :meth:`DRC.image_tokens`)."""
+    mask_generator: bool = False
+    """Stage 2: the model carries a :class:`~drclib.modules.MaskGenerator` (eqs. 5-7)."""
+    max_history: int = 16
+    """Longest history the mask generator's image-index embedding covers."""
     z_norm: float = 1.0
     """Initial length of each latent token. z is layer-normalised with a learnable gain that
     starts here, about the length of the LMM's word embeddings (0.9 for the shipped LMM);
@@ -111,6 +119,24 @@ class DRC(Pretrained):
         self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent, out_dim=config.dim, **kw)
         self.z_out = torch.nn.LayerNorm(config.dim)
         torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
+        if config.mask_generator:
+            self.masks = MaskGenerator(config.dim, heads=config.heads, ffn_mult=config.ffn_mult,
+                                       max_history=config.max_history)
+
+    @classmethod
+    def from_stage1(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> "DRC":
+        """A stage-2 model: the stage-1 model saved in ``folder`` plus a fresh mask generator."""
+        import dataclasses
+
+        from drclib.checkpoint import load_state_checked
+
+        stage1 = cls.from_pretrained(folder)
+        model = cls(dataclasses.replace(stage1.config, mask_generator=True))
+        own = model.state_dict()
+        state = stage1.state_dict() | {k: v for k, v in own.items() if k.startswith("masks.")}
+        load_state_checked(model, state, str(folder))
+        model.training_info = {"stage1": stage1.training_info}
+        return model.to(device)
 
     def fuse(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
         """``z = FusionNetwork(F^sty, F^sem)``, scaled to the LMM's embedding length (``z_norm``)."""
@@ -204,6 +230,38 @@ class DRC(Pretrained):
         f_sem = self.sem_tower(e_sem, None)
         return self.fuse(f_sty, f_sem)
 
+    # ------------------------------------------------------------------ stage 2
+    def user_instruction(self, e_hist: torch.Tensor, e_ref: torch.Tensor, alpha_s=0.2, alpha_m=0.5,
+                         history_mask: torch.Tensor | None = None, return_masks: bool = False):
+        """Stage 2's instruction z~ for a user's history ``[B, N, 64, d]`` and a reference
+        ``[B, 64, d]`` (paper section 2.2):
+
+        - towers in the self-attention form: ``F_i^sty = StyleTower(E_i, E_i)``, ``F^sem = SemTower(E_r, E_r)``;
+        - eq. (5): masks ``m_i^sty, m^sem = MaskGenerator(F^sty, F^sem, alpha_s, alpha_m)``;
+        - eq. (6): ``F~^sty = (1/N) sum_i F_i^sty * m_i^sty`` (over real history images);
+        - eq. (7): ``F~^sem = F^sem * m^sem``;
+        - eq. (8): ``z~ = FusionNetwork(F~^sty, F~^sem)``.
+
+        ``alpha_s`` / ``alpha_m`` (floats or ``[B]``) are the masked ratios in [0, 1]: more
+        ``alpha_m`` = less of the reference's semantics. ``history_mask`` ``[B, N]`` marks real
+        history images. With ``return_masks`` also returns ``(m_hist, m_ref)``.
+        """
+        if not self.config.mask_generator:
+            raise ValueError("this DRC model has no mask generator (a stage-1 model): build a stage-2 model with "
+                             "DRC.from_stage1(folder)")
+        if e_hist.ndim != 4 or e_hist.shape[1] == 0:
+            raise ValueError(f"history embeddings must be [B, N, 64, d] with N >= 1, got {tuple(e_hist.shape)}")
+        b, n = e_hist.shape[:2]
+        f_sty = self.style_tower(e_hist.reshape(b * n, *e_hist.shape[2:]), None).view(b, n, *e_hist.shape[2:])
+        f_sem = self.sem_tower(e_ref, None)
+        m_h, m_r = self.masks(f_sty, f_sem, alpha_s, alpha_m, history_mask)
+        valid = (torch.ones(b, n, device=f_sty.device) if history_mask is None
+                 else history_mask.to(f_sty.device, f_sty.dtype))
+        f_sty_t = (f_sty * m_h[..., None].to(f_sty.dtype) * valid[:, :, None, None]).sum(1) / valid.sum(1)[:, None, None]
+        f_sem_t = f_sem * m_r[..., None].to(f_sem.dtype)
+        z = self.fuse(f_sty_t, f_sem_t)
+        return (z, (m_h, m_r)) if return_masks else z
+
 
 # ---------------------------------------------------------------------------- prompt and losses
 def hybrid_prompt(lmm: PocketLMM, z: torch.Tensor, text: str | None = None,
@@ -222,12 +280,34 @@ def hybrid_prompt(lmm: PocketLMM, z: torch.Tensor, text: str | None = None,
     return torch.cat([prefix, z.to(lmm.device)], 1)
 
 
-def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torch.Tensor) -> torch.Tensor:
+def hybrid_prompts(lmm: PocketLMM, z: torch.Tensor, texts, instruction: str = HYBRID_PROMPT):
+    """:func:`hybrid_prompt` for one text per row (eq. 9 puts the user's text instruction in the
+    prompt): left-padded embeddings ``[B, T, d]`` and their attention mask ``[B, T]``."""
+    if isinstance(texts, str) or texts is None:
+        p = hybrid_prompt(lmm, z, texts, instruction)
+        return p, torch.ones(p.shape[:2], dtype=torch.long, device=p.device)
+    texts = list(texts)
+    if len(texts) != z.shape[0]:
+        raise ValueError(f"{len(texts)} texts for {z.shape[0]} instructions")
+    rows = [hybrid_prompt(lmm, z[i:i + 1], t, instruction) for i, t in enumerate(texts)]
+    width = max(r.shape[1] for r in rows)
+    emb = z.new_zeros(len(rows), width, z.shape[-1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=z.device)
+    for i, r in enumerate(rows):
+        emb[i, width - r.shape[1]:] = r[0]
+        mask[i, width - r.shape[1]:] = 1
+    return emb, mask
+
+
+def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. (3): ``l(z) = - sum_j log P(E_{a,j} | z, E_{a,<j})`` for each row, divided by the
     64 tokens (nats per visual token; the scale does not change eq. 4's ratios).
 
-    ``prompt`` ``[B, T, d]`` from :func:`hybrid_prompt`; ``target_codes`` ``[B, 64]`` the
+    ``prompt`` ``[B, T, d]`` from :func:`hybrid_prompt` (or left-padded from
+    :func:`hybrid_prompts`, with its ``attention_mask``); ``target_codes`` ``[B, 64]`` the
     tokenizer's codes of the image to reconstruct. Returns ``[B]``, differentiable in ``prompt``.
+    Stage 2's SFT loss (eq. 9) is the same loss after the user's instruction.
     """
     ids = lmm.codes_to_ids(target_codes.to(lmm.device))
     if ids.ndim != 2 or ids.shape[0] != prompt.shape[0]:
@@ -235,7 +315,13 @@ def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torc
     b = ids.shape[0]
     img = lmm.embed(torch.full((b, 1), IMG, device=lmm.device))
     seq = torch.cat([prompt, img.to(prompt.dtype), lmm.embed(ids).to(prompt.dtype)], 1)
-    logits = lmm(inputs_embeds=seq).logits
+    if attention_mask is None:
+        logits = lmm(inputs_embeds=seq).logits
+    else:
+        mask = torch.cat([attention_mask.to(lmm.device).long(),
+                          torch.ones(b, 1 + ids.shape[1], dtype=torch.long, device=lmm.device)], 1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = lmm(inputs_embeds=seq, attention_mask=mask, position_ids=positions).logits
     n = ids.shape[1]
     pred = logits[:, -n - 1:-1].float()        # the position before each code predicts it
     nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
@@ -302,10 +388,11 @@ def generate_codes(lmm: PocketLMM, z: torch.Tensor, *, text: str | None = None, 
                    seed: int | None = 0, num_images: int = 1, temperature: float = 1.0,
                    top_k: int | None = None) -> torch.LongTensor:
     """Visual codes ``[B * num_images, 64]`` the LMM writes for instructions ``z`` ``[B, K, d]``
-    (prompt from :func:`hybrid_prompt`, KV cache, constrained to visual codes)."""
-    prompt = hybrid_prompt(lmm, z, text)
-    return lmm.generate_images(inputs_embeds=prompt.float(), num_images=num_images, seed=seed, greedy=greedy,
-                               temperature=temperature, top_k=top_k)
+    (prompt from :func:`hybrid_prompts`: ``text`` is None, one str, or one str per row; KV
+    cache, constrained to visual codes)."""
+    prompt, mask = hybrid_prompts(lmm, z, text)
+    return lmm.generate_images(inputs_embeds=prompt.float(), attention_mask=mask, num_images=num_images, seed=seed,
+                               greedy=greedy, temperature=temperature, top_k=top_k)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -486,6 +573,6 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
     return {k: swap_rates(*_predict(style_clf, emoji_clf, v), a, b) for k, v in rows.items()}
 
 
-__all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt",
+__all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts",
            "reconstruction_loss", "importance_probabilities", "ImportanceSampler", "generate_codes",
            "heldout_triplets", "swap_pairs", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

@@ -1,4 +1,4 @@
-"""Training loops: backbone pretraining, DRC stage 1; stage 2 joins later.
+"""Training loops: backbone pretraining, DRC stage 1 (disentanglement) and stage 2 (personalized SFT).
 
 Shared habits of every loop in the kit:
 - a ``tqdm.auto`` progress bar and a ``history`` dict of lists (for the notebooks' curves);
@@ -341,6 +341,125 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
             history["l_" + c].append(float(sampler.running[i]))
             history["p_" + c].append(float(probs[i]))
         history["sampler"] = sampler.state()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
+            save_training_state(checkpoint_dir, holder, opt, step, history, run_config)
+    bar.close()
+    drc.eval()
+    lmm.eval()
+    return history
+
+
+# ---------------------------------------------------------------------------- DRC stage 2
+@dataclass
+class Stage2Config:
+    """Stage-2 (personalized SFT) settings (paper section 2.2)."""
+
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 3e-4
+    """The paper fine-tunes LaVIT at 1e-5; the kit's small modules, adapters and short run use
+    a larger rate (warm-up, cosine decay)."""
+    warmup: int = 30
+    weight_decay: float = 0.01
+    alpha_s: float = 0.2
+    """History masking ratio, fixed in training (the paper)."""
+    augment: bool = True
+    """True: the reference is drawn from the target's semantic-preserving set (the same emoji in
+    the other styles). False ("w/o Aug", Pigeon's protocol): the target is its own reference."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    seed: int = 0
+    bf16: bool = True
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        if not 0 <= self.alpha_s <= 1:
+            raise ValueError(f"alpha_s must lie in [0, 1], got {self.alpha_s}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+
+def stage2_batch(samples, idx: np.ndarray, step: int, cfg: Stage2Config) -> dict:
+    """What one stage-2 step trains on: history cells ``[B, N, 2]``, reference cells ``[B, 2]``
+    (drawn from the semantic-preserving set, or the target itself without augmentation),
+    target cells ``[B, 2]``, ``alpha_m ~ U(0, 1)`` ``[B]`` and the text instructions; drawn
+    from ``(seed, step)`` alone so a resumed run sees the same batches."""
+    rng = np.random.default_rng([cfg.seed, 5, step])
+    refs = np.stack([samples.draw_reference(int(i), rng) if cfg.augment else samples.target[int(i)] for i in idx])
+    return {"history": samples.history[idx], "reference": refs, "target": samples.target[idx],
+            "alpha_m": torch.from_numpy(rng.uniform(0.0, 1.0, size=len(idx)).astype(np.float32)),
+            "text": [str(t) for t in samples.text[idx]]}
+
+
+def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: np.ndarray,
+                 cfg: Stage2Config | None = None, *, device: str | torch.device = "cpu",
+                 checkpoint_dir: str | Path | None = None, progress: bool = True,
+                 stop_after: int | None = None) -> dict:
+    """Stage 2 of DRC: supervised fine-tuning for personalization (eqs. 5-9).
+
+    For each training sample: the user's history and a reference (semantic-preserving
+    augmentation: the target's emoji in another style, drawn at random), ``alpha_m ~ U(0, 1)``,
+    ``alpha_s`` fixed; ``z~ = drc.user_instruction(...)``; the loss is the next-token loss of the
+    target's 64 codes after ``<bos> Create an image ... <text> z~ <img>`` (eq. 9). Towers, fusion,
+    mask generator and the LMM's LoRA adapters train; the LMM's base weights do not.
+    ``drc`` must carry a mask generator (:meth:`drclib.drc.DRC.from_stage1`).
+    """
+    from tqdm.auto import tqdm
+
+    from drclib.drc import hybrid_prompts, reconstruction_loss
+
+    cfg = cfg or Stage2Config()
+    train_idx = np.asarray(train_idx)
+    if len(train_idx) == 0:
+        raise ValueError("no training samples for stage 2")
+    if not drc.config.mask_generator:
+        raise ValueError("stage 2 needs a DRC model with a mask generator: DRC.from_stage1(folder)")
+    device = torch.device(device)
+    if cfg.lora_rank and not lmm.has_lora:
+        lmm.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    lmm.to(device).eval()
+    lmm.freeze_base()
+    drc.to(device).train()
+    params = list(drc.parameters()) + lmm.lora_parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    holder = torch.nn.ModuleDict({"drc": drc, "lmm": lmm})
+    run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "drc": dict(vars(drc.config))}
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "alpha_m": []}
+    step = 0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
+        step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc="stage 2", disable=not progress)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    n_hist = samples.history.shape[1]
+    while step < end:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        idx = train_idx[_batch_indices(len(train_idx), cfg.batch_size, step, cfg.seed, 4)]
+        batch = stage2_batch(samples, idx, step, cfg)
+        hist = batch["history"].reshape(-1, 2)
+        with torch.no_grad(), autocast:
+            e_hist = drc.image_tokens(lmm, codes[hist[:, 0], hist[:, 1]]).float().view(len(idx), n_hist, 64, -1)
+            e_ref = drc.image_tokens(lmm, codes[batch["reference"][:, 0], batch["reference"][:, 1]]).float()
+        target = codes[batch["target"][:, 0], batch["target"][:, 1]].to(device)
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device))
+            prompt, mask = hybrid_prompts(lmm, z, batch["text"])
+            losses = reconstruction_loss(lmm, prompt, target, mask)
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage-2 loss became {loss.item()} at step {step}; lower the learning rate")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["lr"].append(opt.param_groups[0]["lr"])
+        history["alpha_m"].append(float(batch["alpha_m"].mean()))
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):

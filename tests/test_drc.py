@@ -316,3 +316,81 @@ def test_shipped_stage1_reproduces_its_card(variant, shipped_stickers):
             for name, value in rates.items():
                 assert abs(got[group][key][name] - value) <= 2 / 24 + 1e-9, (group, key, name)
     assert model.training_info["evaluation"]["swap"]["self"]["n"] == 300
+
+
+# ---------------------------------------------------------------------------- stage 2
+def test_user_instruction_eqs_5_to_8(lmm, codes):
+    import dataclasses
+
+    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
+    hist = torch.stack([emb(lmm, codes, np.array([[0, i], [0, i + 1], [1, i + 2]])) for i in range(2)])
+    ref = emb(lmm, codes, np.array([[3, 7], [4, 8]]))
+    z, (m_h, m_r) = drc.user_instruction(hist, ref, 0.2, 0.5, return_masks=True)
+    assert z.shape == (2, 4, 32) and m_h.shape == (2, 3, 64) and m_r.shape == (2, 64)
+    # alpha_m = 0 keeps the whole reference: then the instruction only depends on the masked history
+    z0 = drc.user_instruction(hist, ref, 0.0, 0.0)
+    f_sty = drc.style_tower(hist.reshape(6, 64, 32)).view(2, 3, 64, 32).mean(1)
+    torch.testing.assert_close(z0, drc.fuse(f_sty, drc.sem_tower(ref)), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="no mask generator"):
+        DRC.for_lmm(lmm, n_latent=4).user_instruction(hist, ref)
+    with pytest.raises(ValueError, match="alpha_m must lie"):
+        drc.user_instruction(hist, ref, 0.2, 1.5)
+    with pytest.raises(ValueError, match="N >= 1"):
+        drc.user_instruction(hist[:, :0], ref)
+
+
+def test_hybrid_prompts_left_pad_and_loss_matches_unpadded(lmm, codes):
+    from drclib.drc import hybrid_prompts
+
+    z = torch.randn(2, 4, 32)
+    texts = ["Create a sticker for me.", "Draw this as a sticker I would like."]
+    emb_, mask = hybrid_prompts(lmm, z, texts)
+    assert mask[0, 0] == 0 and mask[1].all()
+    target = codes[0, :2]
+    padded = reconstruction_loss(lmm, emb_, target, mask)
+    for i, t in enumerate(texts):
+        alone = reconstruction_loss(lmm, hybrid_prompt(lmm, z[i:i + 1], t), target[i:i + 1])
+        torch.testing.assert_close(padded[i], alone[0], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="texts for"):
+        hybrid_prompts(lmm, z, texts[:1])
+    assert generate_codes(lmm, z, text=texts).shape == (2, 64)
+
+
+def test_stage2_trains_masks_towers_and_adapters(tiny_stickers, codes, tmp_path):
+    """Stage 2 from a saved stage-1 model: the mask generator receives gradient through the
+    SFT loss (the defect of Pigeon's release), the LoRA adapters move, the base LMM does not,
+    and a resumed run ends where an uninterrupted one ends."""
+    from drclib.data import make_dataset
+    from drclib.train import Stage2Config, stage2_batch, train_stage2
+
+    data = make_dataset(tiny_stickers, "quick", seed=0, n_users=6)
+    train = data.splits["sample"].train
+    torch.manual_seed(0)
+    base = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    DRC.for_lmm(base, n_latent=4).save_pretrained(tmp_path / "s1")
+
+    def fresh():
+        torch.manual_seed(1)
+        m = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+        m.load_state_dict(base.state_dict())
+        return DRC.from_stage1(tmp_path / "s1"), m
+
+    cfg = Stage2Config(steps=4, batch_size=4, warmup=1, bf16=False, checkpoint_every=2, lora_rank=2, lr=1e-2)
+    drc, lmm = fresh()
+    gen_before = {k: v.clone() for k, v in drc.masks.state_dict().items()}
+    ha = train_stage2(drc, lmm, codes, data.samples, train, cfg, progress=False)
+    assert any(not torch.equal(v, drc.masks.state_dict()[k]) for k, v in gen_before.items())
+    assert any(p.abs().sum() > 0 for n, p in lmm.lm.named_parameters() if "lora_B" in n)
+    b = stage2_batch(data.samples, train[:4], 0, cfg)
+    assert ((b["reference"][:, 1] == b["target"][:, 1]) & (b["reference"][:, 0] != b["target"][:, 0])).all()
+    assert (0 <= b["alpha_m"]).all() and (b["alpha_m"] <= 1).all()
+    no_aug = stage2_batch(data.samples, train[:4], 0, Stage2Config(augment=False))
+    np.testing.assert_array_equal(no_aug["reference"], no_aug["target"])
+    drc2, lmm2 = fresh()
+    train_stage2(drc2, lmm2, codes, data.samples, train, cfg, checkpoint_dir=tmp_path / "st", stop_after=2,
+                 progress=False)
+    drc2, lmm2 = fresh()
+    hb = train_stage2(drc2, lmm2, codes, data.samples, train, cfg, checkpoint_dir=tmp_path / "st", progress=False)
+    np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-4)
+    with pytest.raises(ValueError, match="mask generator"):
+        train_stage2(DRC.for_lmm(base, n_latent=4), base, codes, data.samples, train, cfg, progress=False)

@@ -65,8 +65,28 @@ def _check_03(r):
     assert 0 < r["attention_entropy"]["style"] <= r["attention_entropy"]["uniform"] + 1e-6
 
 
+def _check_04(r):
+    assert r["retrained"] is False
+    combos = ["aa", "am", "sa", "sm"]
+    assert abs(sum(r["initial_p"]) - 1) < 1e-5
+    for mode, d in r["demo"].items():
+        assert d["steps"] == 12 and abs(sum(d["p_last"].values()) - 1) < 1e-5
+    assert all(abs(v - 0.25) < 1e-9 for v in r["demo"]["uniform"]["p_last"].values())
+    for c in combos:
+        x = r["combinations"][c]
+        assert x["n"] == 24 and 0 <= x["both"] <= min(x["style_acc"], x["emoji_top1"]) <= 1
+    assert set(r["swap"]) == {"self", "cross"} and all(x["n"] == 24 for x in r["swap"].values())
+    refs = r["swap_references"]
+    assert refs["real target"]["style_of_A"] > 0.6 and refs["real target"]["emoji_of_B"] > 0.4
+    # copying B is total collapse to the reference: B's style and emoji, never A's emoji
+    assert refs["copy B"]["style_of_B"] > 0.6 and refs["copy B"]["emoji_of_A"] == 0
+    assert set(r["ablation"]) == {"drc", "uniform", "concat", "mlp"}
+    trained = r["final_running_losses"]["drc"]
+    assert max(trained.values()) < min(r["initial_losses"].values())       # the shipped model learned
+
+
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
-          "03_towers_and_fusion": _check_03}
+          "03_towers_and_fusion": _check_03, "04_stage1_training": _check_04}
 
 NOTEBOOKS = find_notebooks()
 
