@@ -1,0 +1,352 @@
+"""``DRCPipeline``: personalized generation in one call, the way a diffusers pipeline works.
+
+>>> pipe = DRCPipeline.from_pretrained("data/checkpoints/drc")                 # doctest: +SKIP
+>>> images = pipe(["h1.png", "h2.png", "h3.png"], "reference.png", alpha_m=0.4, seed=0)
+>>> images[0].save("out.png")                                                   # doctest: +SKIP
+
+A pipeline bundles the four trained parts: the visual tokenizer, the pocket LMM (its base
+weights plus the LoRA adapters DRC trained), and the DRC model (towers, fusion network, and
+in stage 2 the mask generator). Images go in as PIL images, numpy arrays or file paths of any
+size and mode; they are composited on white and resized to the kit's 32 px.
+
+Saved layout (``save_pretrained``)::
+
+    <folder>/pipeline.json      which parts, and the sha256 of the LMM and tokenizer weights
+    <folder>/drc/               the DRC model (config.json, model.safetensors, README.md)
+    <folder>/lora/              the LMM's LoRA adapters (peft's adapter_config.json + safetensors)
+    <folder>/lmm/, tokenizer/   copies of the base models (only with ``copy_base=True``; else the
+                                shipped ones are used, checked against the recorded sha256)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from drclib.checkpoint import CheckpointError
+from drclib.io import atomic_path, file_digest
+
+IMAGE_SIZE = 32
+ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+"""The alpha_m grid of the paper's per-sample selection, {0.0, 0.1, ..., 1.0}."""
+
+PIPELINE_FILE = "pipeline.json"
+
+
+# ---------------------------------------------------------------------------- images in
+def load_image(image, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """One image as a float tensor ``[3, size, size]`` in [0, 1], from a PIL image, a numpy
+    array (``H x W``, ``H x W x 3`` or ``H x W x 4``; uint8, or float in [0, 1]) or a file path.
+    Transparency is composited on white; any size is resized with Lanczos."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file {path} does not exist")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.copy()
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"cannot read {path} as an image ({e}); give a PNG or JPEG file") from e
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (3, 4):
+            image = np.moveaxis(image, 0, -1)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+            raise ValueError(f"an image array must be H x W, H x W x 3 or H x W x 4, got shape {arr.shape}")
+        if arr.size == 0 or min(arr.shape[:2]) < 1:
+            raise ValueError(f"the image array is empty (shape {arr.shape})")
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all():
+                raise ValueError("the image array contains NaN or infinite values")
+            if arr.min() < 0 or arr.max() > 1:
+                raise ValueError(f"a float image array must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}] "
+                                 "(0..255 values? pass them as uint8)")
+            arr = np.round(arr * 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[-1] == 3 else "RGBA")
+        image = Image.fromarray(arr, mode=mode)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"an image must be a PIL image, numpy array, torch tensor or file path, got "
+                        f"{type(image).__name__}")
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """Float images ``[B, 3, H, W]`` in [0, 1] -> PIL images."""
+    from PIL import Image
+
+    arr = (images.detach().clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+def _check_alpha(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not np.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------- the pipeline
+class DRCPipeline:
+    """History + reference (+ text) -> images in the user's style with the reference's content.
+
+    Build it with :meth:`from_pretrained`, or from parts: ``DRCPipeline(drc, lmm, tokenizer)``.
+    A stage-1 model (no mask generator) also works: it composes the mean style of the history
+    with the reference (no masks, so ``alpha_m`` and ``alpha_s`` have no effect).
+    """
+
+    max_history = 16
+
+    def __init__(self, drc, lmm, tokenizer, *, device: str | torch.device | None = None):
+        self.drc, self.lmm, self.tokenizer = drc.eval(), lmm.eval(), tokenizer.eval()
+        if drc.config.dim != lmm.config.hidden_size:
+            raise CheckpointError(f"the DRC model has width {drc.config.dim} but the LMM {lmm.config.hidden_size}: "
+                                  "they were not trained together")
+        if lmm.config.n_visual != tokenizer.codebook_size:
+            raise CheckpointError(f"the LMM knows {lmm.config.n_visual} visual codes, the tokenizer has "
+                                  f"{tokenizer.codebook_size}: they were not trained together")
+        if device is not None:
+            self.to(device)
+
+    def to(self, device) -> "DRCPipeline":
+        for m in (self.drc, self.lmm, self.tokenizer):
+            m.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.lmm.device
+
+    # ------------------------------------------------------------------ saving and loading
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, *, device: str | torch.device = "auto") -> "DRCPipeline":
+        """Load a pipeline saved by :meth:`save_pretrained` (the shipped one:
+        ``data/checkpoints/drc``). Clear errors for a missing folder, a missing or corrupt part,
+        and parts that do not belong together."""
+        from drclib import tokenizer as tok_mod
+        from drclib.backbone import PocketLMM, default_checkpoint_dir
+        from drclib.drc import DRC
+        from drclib.runtime import pick_device
+
+        folder = Path(folder)
+        meta_path = folder / PIPELINE_FILE
+        if not meta_path.is_file():
+            raise CheckpointError(f"no DRC pipeline at {folder} ({PIPELINE_FILE} is missing): give a folder written by "
+                                  "DRCPipeline.save_pretrained, e.g. data/checkpoints/drc")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{meta_path} is not valid JSON ({e}); save the pipeline again") from e
+        device = pick_device(device)
+
+        def part(name: str, default: Path) -> Path:
+            local = folder / name
+            path = local if (local / "config.json").is_file() else default
+            want = meta.get(name, {}).get("sha256")
+            if want and (path / "model.safetensors").is_file() and file_digest(path / "model.safetensors") != want:
+                raise CheckpointError(f"the pipeline in {folder} was saved with another {name} than {path} (weights "
+                                      "differ); save it with copy_base=True, or retrain it against this one")
+            return path
+
+        drc = DRC.from_pretrained(folder / "drc", device=device)
+        lmm = PocketLMM.from_pretrained(part("lmm", default_checkpoint_dir()), device=device)
+        if (folder / "lora").is_dir():
+            lmm.load_lora(folder / "lora")
+        tok = tok_mod.VisualTokenizer.from_pretrained(part("tokenizer", tok_mod.default_checkpoint_dir()), device=device)
+        pipe = cls(drc, lmm.to(device), tok, device=device)
+        pipe.info = meta
+        return pipe
+
+    def save_pretrained(self, folder: str | os.PathLike, *, lmm_folder: str | os.PathLike | None = None,
+                        tokenizer_folder: str | os.PathLike | None = None, copy_base: bool = False,
+                        dtype: torch.dtype | None = torch.float16, card: str | None = None,
+                        extra: dict | None = None) -> Path:
+        """Save the DRC model, the LoRA adapters and ``pipeline.json``. The base LMM and tokenizer
+        are referenced by the sha256 of their weights (``lmm_folder`` / ``tokenizer_folder``, by
+        default the shipped ones), or copied in with ``copy_base=True``."""
+        from drclib import tokenizer as tok_mod
+        from drclib.backbone import default_checkpoint_dir
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
+        tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else tok_mod.default_checkpoint_dir()
+        meta = {"format": 1, "image_size": IMAGE_SIZE, "stage": 2 if self.drc.config.mask_generator else 1}
+        if copy_base:
+            self.tokenizer.save_pretrained(folder / "tokenizer", dtype=dtype)
+            base = _base_lmm(self.lmm)
+            base.save_pretrained(folder / "lmm", dtype=dtype)
+            meta["lmm"] = {"sha256": file_digest(folder / "lmm" / "model.safetensors"), "copied": True}
+            meta["tokenizer"] = {"sha256": file_digest(folder / "tokenizer" / "model.safetensors"), "copied": True}
+        else:
+            for name, path in (("lmm", lmm_folder), ("tokenizer", tokenizer_folder)):
+                if not (path / "model.safetensors").is_file():
+                    raise CheckpointError(f"cannot reference the {name} at {path}: no model.safetensors there")
+                meta[name] = {"sha256": file_digest(path / "model.safetensors"), "folder_hint": path.name}
+        if self.lmm.has_lora:
+            self.lmm.save_lora(folder / "lora", dtype=dtype)
+        self.drc.save_pretrained(folder / "drc", dtype=dtype, card=card,
+                                 extra=(extra if extra is not None else getattr(self.drc, "training_info", None)))
+        with atomic_path(folder / PIPELINE_FILE) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    # ------------------------------------------------------------------ inputs
+    def _images(self, images, what: str) -> torch.Tensor:
+        try:
+            return torch.stack([load_image(x) for x in images])
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            raise type(e)(f"{what}: {e}") from None
+
+    def _batch(self, history, reference):
+        """Normalise to a batch: history ``[B][N]`` images, reference ``[B]`` images."""
+        single = not isinstance(reference, (list, tuple))
+        if single:
+            history, reference = [history], [reference]
+        if len(history) != len(reference):
+            raise ValueError(f"{len(history)} histories for {len(reference)} references")
+        if len(reference) == 0:
+            raise ValueError("no reference given")
+        hist = []
+        for h in history:
+            h = list(h) if isinstance(h, (list, tuple)) else [h]
+            if len(h) == 0:
+                raise ValueError("the history is empty: give at least one image the user liked")
+            if len(h) > self.max_history:
+                raise ValueError(f"the history has {len(h)} images; at most {self.max_history} are supported "
+                                 "(keep the most recent)")
+            hist.append(h)
+        return hist, list(reference), single
+
+    @torch.no_grad()
+    def instruction(self, history, reference, alpha_m: float = 0.5, alpha_s: float = 0.2) -> torch.Tensor:
+        """The latent instruction z~ ``[B, K, d]`` for the inputs (see :meth:`__call__`)."""
+        alpha_m, alpha_s = _check_alpha("alpha_m", alpha_m), _check_alpha("alpha_s", alpha_s)
+        hist, refs, _ = self._batch(history, reference)
+        n = max(len(h) for h in hist)
+        images = self._images([x for h in hist for x in h], "history")
+        ref_images = self._images(refs, "reference")
+        dev = self.device
+        codes = self.tokenizer.encode(images.to(self.tokenizer.device))
+        e = self.drc.image_tokens(self.lmm, codes.to(dev))
+        e_hist = e.new_zeros(len(hist), n, *e.shape[1:])
+        mask = torch.zeros(len(hist), n, dtype=torch.bool, device=dev)
+        i = 0
+        for b, h in enumerate(hist):
+            e_hist[b, :len(h)] = e[i:i + len(h)]
+            mask[b, :len(h)] = True
+            i += len(h)
+        e_ref = self.drc.image_tokens(self.lmm, self.tokenizer.encode(ref_images.to(self.tokenizer.device)).to(dev))
+        if self.drc.config.mask_generator:
+            return self.drc.user_instruction(e_hist, e_ref, alpha_s, alpha_m, history_mask=mask)
+        f_sty = self.drc.style_tower(e_hist.flatten(0, 1)).view(*e_hist.shape)
+        f_sty = (f_sty * mask[:, :, None, None]).sum(1) / mask.sum(1)[:, None, None]
+        return self.drc.fuse(f_sty, self.drc.sem_tower(e_ref))
+
+    @torch.no_grad()
+    def __call__(self, history, reference, text: str | None = None, alpha_m: float = 0.5, alpha_s: float = 0.2,
+                 num_images: int = 1, seed: int | None = None, *, greedy: bool = False, temperature: float = 1.0,
+                 top_k: int | None = 40, output_type: str = "pil"):
+        """Generate ``num_images`` images with the reference's content in the history's style.
+
+        - ``history``: a list of images (PIL, numpy, torch or paths) the user liked; ``reference``:
+          one image. For a batch, give a list of histories and a list of references.
+        - ``text``: an optional instruction placed in the prompt (eq. 9).
+        - ``alpha_m`` in [0, 1]: share of the reference's tokens masked (more = less of its
+          content); ``alpha_s`` in [0, 1]: share of the history's style tokens masked (noise filter).
+        - ``seed`` makes sampling repeatable; ``greedy=True`` takes the most likely code at each step.
+
+        Returns a list of PIL images (``output_type="pil"``; for a batch, ``num_images`` per
+        sample in order) or a float tensor ``[B * num_images, 3, 32, 32]`` (``"pt"``).
+        """
+        from drclib.drc import generate_codes
+
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a str or None, got {type(text).__name__}")
+        z = self.instruction(history, reference, alpha_m, alpha_s)
+        if top_k is not None:
+            top_k = min(int(top_k), self.lmm.config.n_visual)
+        codes = generate_codes(self.lmm, z, text=text, greedy=greedy, seed=seed, num_images=num_images,
+                               temperature=temperature, top_k=top_k)
+        images = self.tokenizer.decode(codes.to(self.tokenizer.device)).clamp(0, 1).cpu()
+        return images if output_type == "pt" else to_pil(images)
+
+    @torch.no_grad()
+    def sweep(self, history, reference, text: str | None = None, alphas: Sequence[float] = ALPHAS,
+              alpha_s: float = 0.2, seed: int | None = 0, scorer=None, greedy: bool = True) -> dict:
+        """The paper's per-sample choice of alpha_m: generate for every ratio in ``alphas``,
+        score each output's style (mean CLIP image score against the history) and semantics
+        (CLIP image score against the reference), and keep the output with the best F1 of the
+        two. ``scorer`` is a model with ``image_score(a, b)`` (default: the kit's tiny CLIP).
+        Returns ``{"best": PIL image, "alpha_m": float, "images": [...], "style": [...],
+        "semantic": [...], "f1": [...]}``."""
+        if scorer is None:
+            from drclib import tinyclip
+
+            scorer = tinyclip.load_default(device=self.device)
+        hist, refs, single = self._batch(history, reference)
+        if not single:
+            raise ValueError("sweep takes one sample (a history and one reference)")
+        alphas = [_check_alpha("alpha_m", a) for a in alphas]
+        if not alphas:
+            raise ValueError("alphas is empty")
+        h_img = self._images(hist[0], "history").to(self.device)
+        r_img = self._images(refs, "reference").to(self.device)
+        outs, sty, sem, f1 = [], [], [], []
+        for a in alphas:
+            img = self(hist[0], refs[0], text, a, alpha_s, 1, seed, greedy=greedy, output_type="pt").to(self.device)
+            s = float(scorer.image_score(img.expand(len(h_img), -1, -1, -1), h_img).mean())
+            m = float(scorer.image_score(img, r_img).mean())
+            outs.append(img)
+            sty.append(s)
+            sem.append(m)
+            f1.append(2 * s * m / (s + m) if s + m > 0 else 0.0)
+        best = int(np.argmax(f1))
+        images = to_pil(torch.cat(outs))
+        return {"best": images[best], "alpha_m": alphas[best], "images": images, "alphas": alphas,
+                "style": sty, "semantic": sem, "f1": f1}
+
+
+def _base_lmm(lmm):
+    """A copy of ``lmm`` without LoRA adapters (the base weights only)."""
+    from drclib.backbone import PocketLMM
+
+    base = PocketLMM(lmm.config, lmm.text_tokenizer)
+    state = {k.replace(".base_layer", ""): v for k, v in lmm.state_dict().items() if "lora_" not in k}
+    base.load_state_dict(state)
+    return base
+
+
+def default_pipeline_dir() -> Path:
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("drc")
+
+
+__all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir"]

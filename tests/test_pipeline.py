@@ -1,0 +1,170 @@
+"""drclib.pipeline: images in any form, the call, batches, seeds, the alpha sweep, saving and
+loading, and clear errors for bad input (empty history, alpha outside [0, 1], unreadable
+images, NaN arrays, mismatched parts)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from drclib.backbone import PocketLMM
+from drclib.checkpoint import CheckpointError
+from drclib.drc import DRC
+from drclib.pipeline import ALPHAS, DRCPipeline, load_image
+from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+
+LMM = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
+TOK = TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8,
+                      norm_num_groups=8)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_stickers):
+    torch.manual_seed(0)
+    tok = VisualTokenizer(TOK).eval()
+    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, **LMM).eval()
+    lmm.add_lora(2, 4)
+    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
+    return drc, lmm, tok
+
+
+@pytest.fixture(scope="module")
+def pipe(parts):
+    return DRCPipeline(*parts)
+
+
+def sticker(seed=0, size=48, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size, size, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+    return Image.fromarray(arr, mode)
+
+
+def test_load_image_accepts_every_form(tmp_path):
+    rgba = np.zeros((40, 20, 4), np.uint8)
+    rgba[..., 0] = 255                                       # red, fully transparent: white after compositing
+    x = load_image(rgba)
+    assert x.shape == (3, 32, 32) and torch.allclose(x, torch.ones_like(x))
+    gray = load_image(np.full((10, 10), 0.5))
+    assert torch.allclose(gray[0], gray[1]) and abs(float(gray.mean()) - 0.5) < 0.01
+    path = tmp_path / "a.png"
+    sticker(1, 64, "RGBA").save(path)
+    assert load_image(path).shape == (3, 32, 32)
+    assert load_image(str(path)).shape == (3, 32, 32)
+    assert load_image(sticker(2).convert("P")).shape == (3, 32, 32)
+    assert load_image(torch.rand(3, 32, 32)).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("bad, err, msg", [
+    (np.full((8, 8, 3), np.nan), ValueError, "NaN"),
+    (np.full((8, 8, 3), 2.0), ValueError, r"lie in \[0, 1\]"),
+    (np.zeros((8, 8, 5), np.uint8), ValueError, "H x W x 3"),
+    (np.zeros((0, 8, 3), np.uint8), ValueError, "empty"),
+    (42, TypeError, "PIL image, numpy array"),
+    ("/no/such/file.png", FileNotFoundError, "does not exist"),
+])
+def test_load_image_bad_input(bad, err, msg):
+    with pytest.raises(err, match=msg):
+        load_image(bad)
+
+
+def test_unreadable_file(tmp_path):
+    p = tmp_path / "broken.png"
+    p.write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_image(p)
+
+
+def test_call_returns_pil_images_seeded(pipe):
+    hist = [sticker(i) for i in range(3)]
+    out = pipe(hist, sticker(9), num_images=2, seed=0)
+    assert len(out) == 2 and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in out)
+    again = pipe(hist, sticker(9), num_images=2, seed=0, output_type="pt")
+    first = pipe(hist, sticker(9), num_images=2, seed=0, output_type="pt")
+    torch.testing.assert_close(again, first)
+    assert again.shape == (2, 3, 32, 32) and 0 <= float(again.min()) and float(again.max()) <= 1
+    g = pipe(hist, sticker(9), text="Create a sticker for me.", greedy=True, output_type="pt")
+    assert g.shape == (1, 3, 32, 32)
+
+
+def test_batch_of_samples_with_different_history_lengths(pipe):
+    out = pipe([[sticker(1), sticker(2)], [sticker(3)]], [sticker(4), sticker(5)], seed=0, output_type="pt")
+    assert out.shape == (2, 3, 32, 32)
+    one = pipe([sticker(3)], sticker(5), seed=0, output_type="pt", greedy=True)
+    both = pipe([[sticker(1), sticker(2)], [sticker(3)]], [sticker(4), sticker(5)], output_type="pt", greedy=True)
+    torch.testing.assert_close(both[1:], one, atol=1e-5, rtol=1e-4)   # padding does not leak into the other row
+
+
+@pytest.mark.parametrize("kwargs, err, msg", [
+    (dict(history=[]), ValueError, "history is empty"),
+    (dict(alpha_m=1.5), ValueError, r"alpha_m must lie in \[0, 1\]"),
+    (dict(alpha_s=-0.1), ValueError, r"alpha_s must lie in \[0, 1\]"),
+    (dict(alpha_m=float("nan")), ValueError, "alpha_m"),
+    (dict(alpha_m="much"), ValueError, "alpha_m must be a number"),
+    (dict(num_images=0), ValueError, "num_images"),
+    (dict(history=[sticker(0)] * 17), ValueError, "at most 16"),
+    (dict(reference=np.full((4, 4, 3), np.inf)), ValueError, "reference: the image array contains NaN"),
+    (dict(history=["/missing.png"]), FileNotFoundError, "history: image file"),
+    (dict(text=3), TypeError, "text must be"),
+    (dict(output_type="numpy"), ValueError, "output_type"),
+])
+def test_call_bad_input(pipe, kwargs, err, msg):
+    args = dict(history=[sticker(0)], reference=sticker(1)) | kwargs
+    with pytest.raises(err, match=msg):
+        pipe(**args)
+
+
+def test_sweep_picks_the_best_f1(pipe):
+    class Scorer:          # style score falls with alpha_m's index, semantic score rises: F1 peaks in the middle
+        calls = 0
+
+        def image_score(self, a, b):
+            Scorer.calls += 1
+            k = (Scorer.calls - 1) // 2
+            return torch.full((len(a),), float(k + 1) if Scorer.calls % 2 else float(len(ALPHAS) - k))
+
+    r = pipe.sweep([sticker(0), sticker(1)], sticker(2), scorer=Scorer())
+    assert len(r["images"]) == len(ALPHAS) == len(r["f1"])
+    assert r["alpha_m"] == r["alphas"][int(np.argmax(r["f1"]))]
+    assert 0.3 <= r["alpha_m"] <= 0.7
+    with pytest.raises(ValueError, match="one sample"):
+        pipe.sweep([[sticker(0)]], [sticker(1)], scorer=Scorer())
+
+
+def test_save_and_load_roundtrip(parts, tmp_path):
+    drc, lmm, tok = parts
+    pipe = DRCPipeline(drc, lmm, tok)
+    lmm_dir, tok_dir = tmp_path / "lmm", tmp_path / "tok"
+    from drclib.pipeline import _base_lmm
+
+    _base_lmm(lmm).save_pretrained(lmm_dir)
+    tok.save_pretrained(tok_dir)
+    pipe.save_pretrained(tmp_path / "p", copy_base=True)
+    back = DRCPipeline.from_pretrained(tmp_path / "p", device="cpu")
+    hist, ref = [sticker(0), sticker(1)], sticker(2)
+    a = pipe(hist, ref, greedy=True, output_type="pt")
+    b = back(hist, ref, greedy=True, output_type="pt")
+    assert (a - b).abs().max() < 0.1          # fp16 round trip of the weights
+    with pytest.raises(CheckpointError, match="pipeline.json is missing"):
+        DRCPipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "p" / "pipeline.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        DRCPipeline.from_pretrained(tmp_path / "p")
+
+
+def test_parts_that_do_not_belong_together(parts, tiny_stickers):
+    drc, lmm, tok = parts
+    other = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **LMM)
+    with pytest.raises(CheckpointError, match="visual codes"):
+        DRCPipeline(drc, other, tok)
+    wide = DRC(dataclasses.replace(drc.config, dim=64, heads=4))
+    with pytest.raises(CheckpointError, match="width"):
+        DRCPipeline(wide, lmm, tok)
+
+
+def test_stage1_model_works_without_masks(parts):
+    drc, lmm, tok = parts
+    s1 = DRC(dataclasses.replace(drc.config, mask_generator=False)).eval()
+    out = DRCPipeline(s1, lmm, tok)([sticker(0), sticker(1)], sticker(2), greedy=True, output_type="pt")
+    assert out.shape == (1, 3, 32, 32)
