@@ -3,6 +3,8 @@
     drc run-notebooks --profile quick --out runs/quick   run every notebook in order
     drc build-data                                       rebuild data/stickers_32px.npz from npm
     drc info                                             what the sticker set and a profile hold
+    drc generate --history a.png b.png --reference r.png --alpha-m 0.4 --out out.png
+    drc train ...                                        the training commands (python -m drclib.train)
 
 ``python -m drclib.cli`` works the same where the ``drc`` script is not on PATH.
 """
@@ -46,6 +48,38 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from pathlib import Path
+
+    from drclib.pipeline import DRCPipeline, default_pipeline_dir
+
+    folder = Path(args.pipeline) if args.pipeline else default_pipeline_dir()
+    pipe = DRCPipeline.from_pretrained(folder, device=args.device)
+    if args.sweep:
+        result = pipe.sweep(args.history, args.reference, text=args.text, alpha_s=args.alpha_s, seed=args.seed)
+        images = [result["best"]]
+        print(f"alpha_m sweep: best {result['alpha_m']} (F1 " + ", ".join(
+            f"{a}: {f:.3f}" for a, f in zip(result["alphas"], result["f1"])) + ")")
+    else:
+        images = pipe(args.history, args.reference, text=args.text, alpha_m=args.alpha_m, alpha_s=args.alpha_s,
+                      num_images=args.num_images, seed=args.seed, greedy=args.greedy)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}")
+                                             for i in range(len(images))]
+    for im, path in zip(images, paths):
+        im = im.resize((args.size, args.size), resample=0) if args.size != im.size[0] else im
+        im.save(path)
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from drclib import train
+
+    return train.main(args.train_args) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drc", description="drc-kit: DRC personalized image generation, "
                                 "a teaching kit. Each command below has its own --help.")
@@ -78,6 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--data", default=None, help="path of a sticker npz (default data/stickers_32px.npz)")
     i.set_defaults(func=_cmd_info)
+
+    g = sub.add_parser("generate", help="generate an image from history PNGs and a reference PNG",
+                       description="Personalized generation with a saved DRC pipeline (default: the shipped "
+                       "one in data/checkpoints/drc): the reference's content drawn in the style of the "
+                       "history images. Images of any size and mode are accepted (composited on white, "
+                       "resized to 32 px).")
+    g.add_argument("--history", nargs="+", required=True, metavar="PNG", help="images the user liked (1 to 16)")
+    g.add_argument("--reference", required=True, metavar="PNG", help="the image whose content to draw")
+    g.add_argument("--text", default=None, help="an optional text instruction")
+    g.add_argument("--alpha-m", type=float, default=0.5,
+                   help="share of the reference's tokens masked, in [0, 1]: more = less of its content (default 0.5)")
+    g.add_argument("--alpha-s", type=float, default=0.2,
+                   help="share of the history's style tokens masked, in [0, 1] (default 0.2)")
+    g.add_argument("--sweep", action="store_true",
+                   help="try alpha_m = 0.0, 0.1, ..., 1.0 and keep the best by the paper's F1 rule")
+    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--greedy", action="store_true", help="most likely code at every step instead of sampling")
+    g.add_argument("--size", type=int, default=32, help="pixel size of the saved PNG (nearest-neighbour upscale)")
+    g.add_argument("--pipeline", default=None, help="a folder saved by DRCPipeline.save_pretrained")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out", required=True, help="output PNG (with --num-images > 1: out_0.png, out_1.png, ...)")
+    g.set_defaults(func=_cmd_generate)
+
+    t = sub.add_parser("train", help="training and evaluation commands (backbone, stage1, stage2, ...)",
+                       description="The same as `python -m drclib.train`; `drc train --help` lists them.",
+                       add_help=False)
+    t.add_argument("train_args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_cmd_train)
     return p
 
 
@@ -85,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, TypeError) as e:
         print(f"drc {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -489,6 +489,33 @@ def classify_rates(style_model: StickerClassifier | None, emoji_model: StickerCl
     return out
 
 
+def personalization_rates(style_model: StickerClassifier, emoji_model: StickerClassifier, images: torch.Tensor,
+                          targets: np.ndarray, references: np.ndarray, histories: np.ndarray) -> dict[str, float]:
+    """Ground-truth scores of personalized outputs, one row per sample:
+
+    - ``style_acc``: the output is in the target's style (the user's preferred style);
+    - ``emoji_top1`` / ``emoji_top5``: the output shows the target's emoji (the reference's);
+    - ``both``: style right and emoji top-1 right;
+    - ``collapse_reference``: the output took the reference's style (copying the reference);
+    - ``collapse_history``: the output's emoji (top-1) is one of the history's emoji (copying the history).
+
+    ``targets`` and ``references`` are (style, emoji) cells ``[B, 2]``, ``histories`` ``[B, N, 2]``
+    (rows with style -1 are padding)."""
+    images = check_images(images, 32)
+    targets, references, histories = (np.asarray(a) for a in (targets, references, histories))
+    if not len(images) == len(targets) == len(references) == len(histories):
+        raise ValueError(f"images, targets, references and histories must have one row per sample, got "
+                         f"{len(images)}, {len(targets)}, {len(references)}, {len(histories)}")
+    style_pred = style_model.predict(images)
+    emoji_top = emoji_model.topk(images, min(5, emoji_model.config.num_classes))[1]
+    out = _rates(style_pred, emoji_top, torch.from_numpy(targets[:, 0]), torch.from_numpy(targets[:, 1]))
+    out["collapse_reference"] = float((style_pred == torch.from_numpy(references[:, 0])).float().mean())
+    hist_e = torch.from_numpy(np.where(histories[..., 0] >= 0, histories[..., 1], -1))
+    out["collapse_history"] = float((emoji_top[:, :1] == hist_e).any(1).float().mean())
+    out["n"] = int(len(images))
+    return out
+
+
 def evaluate_classifier(model: StickerClassifier, stickers, cells: np.ndarray) -> dict[str, float]:
     """Accuracy of one classifier on (style, emoji) cells ``[N, 2]``: ``acc`` (top-1) and,
     for the emoji target, ``top5``; plus ``n``."""

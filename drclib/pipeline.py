@@ -333,6 +333,32 @@ class DRCPipeline:
                 "style": sty, "semantic": sem, "f1": f1}
 
 
+@torch.no_grad()
+def evaluate_personalization(pipe: DRCPipeline, stickers, samples, idx: np.ndarray, style_clf, emoji_clf, *,
+                             alpha_m: float = 0.5, alpha_s: float = 0.2, batch_size: int = 32, seed: int = 0,
+                             keep_images: int = 0) -> dict:
+    """Run the pipeline greedily on samples ``idx`` (one reference per sample, drawn from its
+    reference set with ``seed``) and score the outputs with
+    :func:`drclib.metrics.personalization_rates`."""
+    from drclib.metrics import personalization_rates
+
+    idx = np.asarray(idx)
+    rng = np.random.default_rng([seed, 9])
+    refs = np.stack([samples.draw_reference(int(i), rng) for i in idx])
+    outs = []
+    for i in range(0, len(idx), batch_size):
+        sl = idx[i:i + batch_size]
+        hist = [list(stickers.batch(samples.history[j], as_torch=True)) for j in sl]
+        ref = list(stickers.batch(refs[i:i + batch_size], as_torch=True))
+        outs.append(pipe(hist, ref, text=None, alpha_m=alpha_m, alpha_s=alpha_s, greedy=True, output_type="pt"))
+    images = torch.cat(outs)
+    rates = personalization_rates(style_clf, emoji_clf, images, samples.target[idx], refs, samples.history[idx])
+    if keep_images:
+        rates["images"] = images[:keep_images]
+        rates["references"] = refs[:keep_images]
+    return rates
+
+
 def _base_lmm(lmm):
     """A copy of ``lmm`` without LoRA adapters (the base weights only)."""
     from drclib.backbone import PocketLMM
@@ -349,4 +375,5 @@ def default_pipeline_dir() -> Path:
     return shipped_dir("drc")
 
 
-__all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir"]
+__all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir",
+           "evaluate_personalization"]

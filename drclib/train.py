@@ -798,6 +798,89 @@ def default_stage1_dir(variant: str = "drc") -> Path:
     return shipped_dir("stage1") / variant
 
 
+def train_stage2_command(args) -> int:
+    """Stage 2 from the shipped stage-1 model: SFT, save the pipeline, evaluate it beside the
+    stage-1-only pipeline on both splits' test samples, write the card."""
+    import sys
+
+    from drclib import metrics
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import sticker_codes
+    from drclib.data import StickerSet, make_dataset
+    from drclib.drc import DRC, lmm_fingerprint, load_stage1
+    from drclib.pipeline import DRCPipeline, evaluate_personalization
+    from drclib.runtime import pick_device, seed_everything
+
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    stickers = StickerSet.load()
+    stage1_dir = Path(args.stage1) if args.stage1 else default_stage1_dir("drc")
+    s1, lmm = load_stage1(stage1_dir, device=device)
+    drc = DRC.from_stage1(stage1_dir, device=device)
+    tokenizer = tok_mod.load_default(device=device)
+    codes = sticker_codes(tokenizer, stickers)
+    data = make_dataset(stickers, args.profile, seed=args.seed)
+    cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       augment=not args.no_augment)
+    t0 = time.perf_counter()
+    history = train_stage2(drc, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
+                           checkpoint_dir=args.state_dir)
+    minutes = (time.perf_counter() - t0) / 60
+    out = Path(args.out or shipped_stage2_dir(cfg.augment))
+    from drclib.backbone import default_checkpoint_dir
+
+    info = {"command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
+            "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
+            "stage1": str(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
+            "history": {k: _downsample(v) for k, v in history.items()}}
+    pipe = DRCPipeline(drc, lmm, tokenizer)
+    style_clf = metrics.load_default("style_classifier", device)
+    emoji_clf = metrics.load_default("emoji_classifier", device)
+    s1_lmm = load_stage1(stage1_dir, device=device)[1]
+    baseline = DRCPipeline(s1, s1_lmm, tokenizer)
+    ev = {}
+    for split in ("sample", "heldout"):
+        test = data.splits[split].test[:args.eval_samples]
+        ev[split] = {"drc": evaluate_personalization(pipe, stickers, data.samples, test, style_clf, emoji_clf),
+                     "stage1_only": evaluate_personalization(baseline, stickers, data.samples, test, style_clf,
+                                                             emoji_clf)}
+    info["evaluation"] = ev
+    pipe.save_pretrained(out, extra=info, card=_stage2_card(info))
+    print((out / "drc" / "README.md").read_text())
+    return 0
+
+
+def shipped_stage2_dir(augment: bool = True) -> Path:
+    """``data/checkpoints/drc`` (the DRC pipeline) or ``data/checkpoints/drc_no_aug`` (w/o Aug)."""
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("drc" if augment else "drc_no_aug")
+
+
+def _stage2_card(info: dict) -> str:
+    s2 = info["stage2"]
+    lines = [f"# DRC pipeline, stage 2{'' if s2['augment'] else ' w/o Aug'} (drc-kit)", "",
+             "Stage 2 of DRC on the shipped stage-1 model: mask generator + towers + fusion + the LMM's LoRA "
+             "adapters, fine-tuned on personalization samples"
+             + (" with semantic-preserving augmentation (the reference drawn from the target emoji in other "
+                "styles)" if s2["augment"] else " with the target as its own reference (Pigeon's protocol)")
+             + f"; alpha_s {s2['alpha_s']}, alpha_m ~ U(0, 1).", "",
+             f"- Command: `{info['command']}`", f"- Trained in {info['train_minutes']} min on {info['machine']}.",
+             f"- From `{info['stage1']}`; {s2['steps']} steps of batch {s2['batch_size']}, lr {s2['lr']}, seed "
+             f"{s2['seed']}, the `{s2['profile']}` profile's `sample`-split training samples.", "",
+             "Greedy generation, alpha_m 0.5, alpha_s 0.2, one reference per sample; judged by the kit's classifiers:", "",
+             "| split | model | style (user's) | emoji top-1 (reference's) | top-5 | both | collapse to reference style "
+             "| collapse to a history emoji |", "|---|---|---|---|---|---|---|---|"]
+    for split, rows in info["evaluation"].items():
+        for name, r in rows.items():
+            lines.append(f"| {split} ({r['n']}) | {name} | {r['style_acc']:.3f} | {r['emoji_top1']:.3f} | "
+                         f"{r['emoji_top5']:.3f} | {r['both']:.3f} | {r['collapse_reference']:.3f} | "
+                         f"{r['collapse_history']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -866,10 +949,29 @@ def main(argv: list[str] | None = None) -> int:
     e1.add_argument("--pairs", type=int, default=STAGE1_EVAL["pairs"])
     e1.add_argument("--triplets", type=int, default=STAGE1_EVAL["triplets"])
     e1.add_argument("--threads", type=int, default=0)
+    s2 = sub.add_parser("stage2", help="DRC stage 2: personalized SFT, saves the DRC pipeline",
+                        description="Start from the shipped stage-1 model, add the mask generator, fine-tune "
+                        "towers, fusion, mask generator and the LMM's LoRA adapters on the sample split's training "
+                        "samples (semantic-preserving augmentation unless --no-augment), save the pipeline to "
+                        "data/checkpoints/drc (or drc_no_aug) and evaluate it beside the stage-1-only pipeline.")
+    s2.add_argument("--steps", type=int, default=600)
+    s2.add_argument("--batch-size", type=int, default=16)
+    s2.add_argument("--lr", type=float, default=3e-4)
+    s2.add_argument("--no-augment", action="store_true", help="w/o Aug: the target is its own reference")
+    s2.add_argument("--stage1", default=None, help="stage-1 folder (default data/checkpoints/stage1/drc)")
+    s2.add_argument("--profile", default="full")
+    s2.add_argument("--seed", type=int, default=0)
+    s2.add_argument("--device", default="auto")
+    s2.add_argument("--threads", type=int, default=0)
+    s2.add_argument("--eval-samples", type=int, default=300, help="test samples scored per split")
+    s2.add_argument("--state-dir", default=None)
+    s2.add_argument("--out", default=None)
     sub.add_parser("stage1-table", help="print the ablation table from the shipped stage-1 cards",
                    description="Read data/checkpoints/stage1/*/config.json and print the swap-test table "
                    "(DRC and its ablations) as markdown.")
     args = p.parse_args(argv)
+    if args.what == "stage2":
+        return train_stage2_command(args)
     if args.what == "stage1-table":
         print(stage1_table())
         return 0

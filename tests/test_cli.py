@@ -1,4 +1,5 @@
-"""The drc command line: help texts and the info command."""
+"""The drc command line: help texts, info, generate (from PNG files with a saved pipeline),
+and errors as messages."""
 
 import subprocess
 import sys
@@ -13,7 +14,7 @@ def test_help_explains_every_command(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("run-notebooks", "build-data", "info"):
+    for cmd in ("run-notebooks", "build-data", "info", "generate", "train"):
         assert cmd in out
     with pytest.raises(SystemExit):
         main(["run-notebooks", "--help"])
@@ -37,3 +38,41 @@ def test_errors_are_messages_not_tracebacks(capsys, tmp_path):
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "drclib.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "drc-kit" in r.stdout
+
+
+def test_generate_writes_pngs_from_png_files(tiny_stickers, tmp_path, capsys):
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from drclib.backbone import PocketLMM
+    from drclib.drc import DRC
+    from drclib.pipeline import DRCPipeline
+    from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+
+    torch.manual_seed(0)
+    tok = VisualTokenizer(TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8,
+                                          vq_embed_dim=8, norm_num_groups=8))
+    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, hidden_size=32, num_layers=1, num_heads=2,
+                                  intermediate_size=64, max_positions=160)
+    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True))
+    DRCPipeline(drc, lmm, tok).save_pretrained(tmp_path / "pipe", copy_base=True)
+    files = []
+    for i in range(3):
+        p = tmp_path / f"h{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 4), dtype=np.uint8), "RGBA").save(p)
+        files.append(str(p))
+    args = ["generate", "--pipeline", str(tmp_path / "pipe"), "--history", *files[:2], "--reference", files[2],
+            "--alpha-m", "0.4", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "out.png")]) == 0
+    assert Image.open(tmp_path / "out.png").size == (32, 32)
+    assert main(args + ["--num-images", "2", "--size", "128", "--out", str(tmp_path / "many.png")]) == 0
+    assert Image.open(tmp_path / "many_1.png").size == (128, 128)
+    capsys.readouterr()
+    assert main(args[:-4] + ["--alpha-m", "1.4", "--out", str(tmp_path / "x.png")]) == 2
+    assert "alpha_m must lie in [0, 1]" in capsys.readouterr().err
+    assert main(["generate", "--pipeline", str(tmp_path / "none"), "--history", files[0], "--reference", files[1],
+                 "--out", str(tmp_path / "y.png")]) == 2
+    assert "no DRC pipeline" in capsys.readouterr().err

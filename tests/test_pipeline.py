@@ -168,3 +168,43 @@ def test_stage1_model_works_without_masks(parts):
     s1 = DRC(dataclasses.replace(drc.config, mask_generator=False)).eval()
     out = DRCPipeline(s1, lmm, tok)([sticker(0), sticker(1)], sticker(2), greedy=True, output_type="pt")
     assert out.shape == (1, 3, 32, 32)
+
+
+def test_evaluate_personalization_scores_each_sample(pipe, tiny_stickers):
+    from drclib import metrics
+    from drclib.data import make_dataset
+    from drclib.pipeline import evaluate_personalization
+
+    data = make_dataset(tiny_stickers, "quick", seed=0, n_users=6)
+    style = metrics.StickerClassifier(metrics.default_config("style", 6)).eval()
+    emoji = metrics.StickerClassifier(metrics.default_config("emoji", tiny_stickers.n_emoji)).eval()
+    test = data.splits["sample"].train[:5]
+    r = evaluate_personalization(pipe, tiny_stickers, data.samples, test, style, emoji, keep_images=2)
+    assert r["n"] == 5 and r["images"].shape == (2, 3, 32, 32)
+    for k in ("style_acc", "emoji_top1", "emoji_top5", "both", "collapse_reference", "collapse_history"):
+        assert 0 <= r[k] <= 1
+    assert (r["references"][:, 1] == data.samples.target[test[:2], 1]).all()      # a reference shows the target emoji
+
+
+def test_personalization_rates_by_hand():
+    from drclib import metrics
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+            self.config = type("C", (), {"num_classes": 30})()
+
+        def predict(self, images):
+            return self.out
+
+        def topk(self, images, k):
+            return None, self.out[:, :k]
+
+    style = Fixed(torch.tensor([0, 2]))
+    emoji = Fixed(torch.tensor([[7, 1, 2, 3, 4], [5, 9, 8, 6, 0]]))
+    r = metrics.personalization_rates(style, emoji, torch.rand(2, 3, 32, 32), np.array([[0, 7], [1, 9]]),
+                                      np.array([[3, 7], [2, 9]]), np.array([[[0, 1], [0, 2]], [[1, 5], [-1, -1]]]))
+    assert r["style_acc"] == 0.5 and r["emoji_top1"] == 0.5 and r["emoji_top5"] == 1.0 and r["both"] == 0.5
+    assert r["collapse_reference"] == 0.5            # row 1 took the reference's style
+    assert r["collapse_history"] == 0.5              # row 1 drew emoji 5, a history emoji
