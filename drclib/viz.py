@@ -210,8 +210,8 @@ def plot_curves(history: dict, keys: Sequence[str], *, x: str = "step", title: s
 def show_attention(query_image, key_image, weights, positions: Sequence[int], *, grid: int = 8, cell: float = 1.3,
                    title: str | None = None):
     """Where attention looks: for each query token in ``positions`` (index into the 8 x 8
-    grid), the query image with that cell boxed, and the key image under a heat map of the
-    weights ``[64 queries, 64 keys]`` of that token."""
+    grid), the query image with that cell boxed, and the key image under a red overlay whose
+    opacity follows the weights ``[64 queries, 64 keys]`` of that token (scaled to its maximum)."""
     import matplotlib.patches as patches
 
     q, k = to_uint8(query_image), to_uint8(key_image)
@@ -227,7 +227,11 @@ def show_attention(query_image, key_image, weights, positions: Sequence[int], *,
         _hide_axes(ax)
         ax = axes[1, j]
         ax.imshow(k)
-        ax.imshow(w[pos].reshape(grid, grid), cmap="magma", alpha=0.6, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+        heat = w[pos].reshape(grid, grid)
+        overlay = np.zeros((grid, grid, 4))
+        overlay[..., 0] = 1.0                                     # red, opaque where attention is strongest
+        overlay[..., 3] = 0.8 * heat / max(float(heat.max()), 1e-12)
+        ax.imshow(overlay, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
         _hide_axes(ax)
     axes[0, 0].set_ylabel("query", fontsize=8)
     axes[1, 0].set_ylabel("keys", fontsize=8)
