@@ -1,7 +1,8 @@
 # drc-kit: the two commands README promises.
 #   make all   [PROFILE=quick|full]  set up .venv if absent, then run every notebook in order
 #   make test                        set up .venv if absent, then run the test suite
-# Other targets: setup, data (rebuild data/stickers_32px.npz from npm), clean.
+# Other targets: setup, data (rebuild data/stickers_32px.npz from npm), browser-deps (Debian's
+# chromium + chromedriver for the browser test; needs root), browser-test, clean.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ PY      = $(VENV)/bin/python
 PROFILE ?= quick
 RUNS   ?= runs/$(PROFILE)
 
-.PHONY: all notebooks test setup data clean
+.PHONY: all notebooks test setup data clean browser-deps browser-test
 
 all: notebooks
 
@@ -30,6 +31,13 @@ test: setup
 
 data: setup
 	$(PY) -m drclib.data.build
+
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+browser-test: setup browser-deps
+	DRC_REQUIRE_BROWSER=1 $(PY) -m pytest tests/test_browser.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -155,6 +155,14 @@ class DRCWidget:
         except Exception:  # noqa: BLE001 - nothing to show yet
             self.ref_view.value = b""
 
+    @property
+    def message(self) -> str:
+        """The status line as plain text."""
+        import html
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.status.value)).strip()
+
     def _error(self, message: str) -> None:
         self.status.value = f"<span style='color:#b00'>&#9888; {message}</span>"
 
