@@ -145,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # pass-through commands hand every later argument (--help included) to their own parser
+    if argv and argv[0] == "train":
+        from drclib import train
+
+        return int(train.main(argv[1:]) or 0)
+    if argv and argv[0] == "build-data":
+        from drclib.data import build
+
+        return int(build.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -356,7 +356,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
 class Stage2Config:
     """Stage-2 (personalized SFT) settings (paper section 2.2)."""
 
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 16
     lr: float = 3e-4
     """The paper fine-tunes LaVIT at 1e-5; the kit's small modules, adapters and short run use
@@ -919,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folder", default=str(default_checkpoint_dir()))
     e.add_argument("--eval-cells", type=int, default=300)
     e.add_argument("--threads", type=int, default=0)
-    s1 = sub.add_parser("stage1", help="DRC stage 1: train towers + fusion against the frozen LMM",
+    s1 = sub.add_parser("stage1", help="DRC stage 1: train towers + fusion (and LoRA adapters on the LMM)",
                         description="Train one stage-1 variant (drc, or an ablation: uniform = w/o importance "
                         "sampling, concat = w/o FusionNetwork, mlp = w/o attention) on the profile's ground-truth "
                         "triplets, save fp16 weights under data/checkpoints/stage1/<variant>, then run the swap "
@@ -954,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
                         "towers, fusion, mask generator and the LMM's LoRA adapters on the sample split's training "
                         "samples (semantic-preserving augmentation unless --no-augment), save the pipeline to "
                         "data/checkpoints/drc (or drc_no_aug) and evaluate it beside the stage-1-only pipeline.")
-    s2.add_argument("--steps", type=int, default=600)
+    s2.add_argument("--steps", type=int, default=400)
     s2.add_argument("--batch-size", type=int, default=16)
     s2.add_argument("--lr", type=float, default=3e-4)
     s2.add_argument("--no-augment", action="store_true", help="w/o Aug: the target is its own reference")
