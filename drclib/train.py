@@ -711,7 +711,13 @@ def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None 
     emoji_clf = metrics.load_default("emoji_classifier", device)
     ev = evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes,
                          triplets=heldout_triplets(stickers, n_triplets), pairs=swap_pairs(stickers, n_pairs))
-    ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {folder}"
+    from drclib.data.stickers import repo_root
+
+    try:
+        shown = folder.resolve().relative_to(repo_root())
+    except ValueError:
+        shown = folder
+    ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {shown}"
     info["evaluation"] = ev
     info["probe"] = stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes)
     drc.save_pretrained(folder, dtype=torch.float16, extra=info,
@@ -723,9 +729,12 @@ ABLATION_NAMES = {"drc": "DRC", "uniform": "w/o importance sampling", "concat": 
                   "mlp": "w/o attention"}
 
 
-def stage1_table(variants=("drc", "uniform", "concat", "mlp")) -> str:
+def stage1_table(variants=("drc", "uniform", "concat", "mlp"), references: bool = False, n_pairs: int = 300) -> str:
     """The ablation table (the paper's Table 3 on the swap test) from the shipped stage-1 cards,
-    as markdown: swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors."""
+    as markdown: swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors.
+    ``references=True`` adds the reference rows of :func:`drclib.drc.swap_reference_rows` on the
+    same pairs (computed here: the real target, the tokenizer ceiling, the LMM asked in words,
+    copying B)."""
     from drclib.checkpoint import load_checkpoint
 
     lines = ["| model | swap: style of A | emoji of B (top-1) | top-5 | both | style of B (collapse) | "
@@ -742,6 +751,21 @@ def stage1_table(variants=("drc", "uniform", "concat", "mlp")) -> str:
                      f"{sw['emoji_of_B_top5']:.3f} | {sw['both']:.3f} | {sw['style_of_B']:.3f} | {sw['emoji_of_A']:.3f} | "
                      f"{sm['style_acc']:.3f} | {sm['emoji_top1']:.3f} | {sm['both']:.3f} | "
                      f"{info.get('train_minutes', '?')} min |")
+    if references:
+        from drclib import metrics
+        from drclib import tokenizer as tok_mod
+        from drclib.backbone import load_default, sticker_codes
+        from drclib.data import StickerSet
+        from drclib.drc import swap_pairs, swap_reference_rows
+
+        stickers = StickerSet.load()
+        tok = tok_mod.load_default()
+        rows = swap_reference_rows(load_default(), tok, metrics.load_default("style_classifier"),
+                                   metrics.load_default("emoji_classifier"), stickers, sticker_codes(tok, stickers),
+                                   swap_pairs(stickers, n_pairs))
+        for name, sw in rows.items():
+            lines.append(f"| *{name}* | {sw['style_of_A']:.3f} | {sw['emoji_of_B']:.3f} | {sw['emoji_of_B_top5']:.3f} | "
+                         f"{sw['both']:.3f} | {sw['style_of_B']:.3f} | {sw['emoji_of_A']:.3f} | | | | |")
     return "\n".join(lines)
 
 
@@ -833,7 +857,7 @@ def train_stage2_command(args) -> int:
 
     info = {"command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
             "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
-            "stage1": str(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
+            "stage1": _shown(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
             "history": {k: _downsample(v) for k, v in history.items()}}
     pipe = DRCPipeline(drc, lmm, tokenizer)
     style_clf = metrics.load_default("style_classifier", device)
@@ -850,6 +874,16 @@ def train_stage2_command(args) -> int:
     pipe.save_pretrained(out, extra=info, card=_stage2_card(info))
     print((out / "drc" / "README.md").read_text())
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (for cards that travel with the repo)."""
+    from drclib.data.stickers import repo_root
+
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
 
 
 def shipped_stage2_dir(augment: bool = True) -> Path:
@@ -966,14 +1000,19 @@ def main(argv: list[str] | None = None) -> int:
     s2.add_argument("--eval-samples", type=int, default=300, help="test samples scored per split")
     s2.add_argument("--state-dir", default=None)
     s2.add_argument("--out", default=None)
-    sub.add_parser("stage1-table", help="print the ablation table from the shipped stage-1 cards",
-                   description="Read data/checkpoints/stage1/*/config.json and print the swap-test table "
-                   "(DRC and its ablations) as markdown.")
+    st = sub.add_parser("stage1-table", help="print the ablation table from the shipped stage-1 cards",
+                        description="Read data/checkpoints/stage1/*/config.json and print the swap-test table "
+                        "(DRC and its ablations) as markdown; --references adds the reference rows.")
+    st.add_argument("--references", action="store_true",
+                    help="also score the real target, the tokenizer ceiling, the LMM asked in words and copying B")
+    st.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.what == "stage2":
         return train_stage2_command(args)
     if args.what == "stage1-table":
-        print(stage1_table())
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(stage1_table(references=args.references))
         return 0
     if args.what == "stage1":
         return train_stage1_command(args)
