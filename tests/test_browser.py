@@ -134,7 +134,8 @@ def test_notebook_06_generates_in_a_real_browser(lab):
             By.CSS_SELECTOR, ".jp-Notebook").text)
         images = driver.find_elements(By.CSS_SELECTOR, ".widget-image")
         assert any((img.get_attribute("src") or "").startswith(("data:image/png", "blob:")) for img in images)
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", button)
+        app_top = driver.find_element(By.XPATH, "//div[contains(@class,'widget-dropdown')][.//label[text()='user']]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", app_top)
         time.sleep(1)
     finally:
         OUT.mkdir(parents=True, exist_ok=True)

@@ -85,8 +85,25 @@ def _check_04(r):
     assert max(trained.values()) < min(r["initial_losses"].values())       # the shipped model learned
 
 
+def _check_05(r):
+    assert r["mask_gradient"] > 0 and r["index_gradient"] is False      # ours trains, the index version cannot
+    assert r["demo"]["steps"] == 6
+    assert set(r["pipelines"]) == {"stage 1 only", "DRC (stage 2)", "w/o Aug"}
+    assert len(r["table"]) == 6
+    for row in r["table"].values():
+        assert row["n"] == 24 and 0 <= row["both"] <= min(row["style_acc"], row["emoji_top1"]) <= 1
+        assert 0 <= row["collapse_reference"] <= 1 and 0 <= row["collapse_history"] <= 1
+
+
+def _check_06(r):
+    assert r["generated"] is True and r["strip_images"] == 6
+    assert "history is empty" in r["status"]                               # the error cell's message, no traceback
+    assert r["grid_shape"] == [3, 5, 32, 32, 3]
+
+
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
-          "03_towers_and_fusion": _check_03, "04_stage1_training": _check_04}
+          "03_towers_and_fusion": _check_03, "04_stage1_training": _check_04, "05_stage2_sft": _check_05,
+          "06_interactive": _check_06}
 
 NOTEBOOKS = find_notebooks()
 
