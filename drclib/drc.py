@@ -199,10 +199,12 @@ class DRC(Pretrained):
         return out
 
     # ------------------------------------------------------------------ composition
-    def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+    def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None,
+                       history_mask: torch.Tensor | None = None) -> torch.Tensor:
         """StyleTower features of style images ``[B, 64, d]`` or a history ``[B, N, 64, d]``,
-        mean-pooled over the history (eq. 6 without masks). ``query=None`` is the
-        self-attention form; a ``query`` ``[B, 64, d]`` asks every style image (cross form)."""
+        mean-pooled over the history (eq. 6 without masks; ``history_mask`` ``[B, N]`` marks the
+        real images of padded histories). ``query=None`` is the self-attention form; a
+        ``query`` ``[B, 64, d]`` asks every style image (cross form)."""
         hist = e_style if e_style.ndim == 4 else e_style[:, None]
         if hist.ndim != 4 or hist.shape[1] == 0:
             raise ValueError(f"style embeddings must be [B, 64, d] or [B, N, 64, d] with N >= 1, got "
@@ -213,9 +215,14 @@ class DRC(Pretrained):
             feats = self.style_tower(flat, None)
         else:
             feats = self.style_tower(query.repeat_interleave(n, 0), flat)
-        return feats.view(b, n, *feats.shape[1:]).mean(1)
+        feats = feats.view(b, n, *feats.shape[1:])
+        if history_mask is None:
+            return feats.mean(1)
+        w = history_mask.to(feats.device, feats.dtype)[:, :, None, None]
+        return (feats * w).sum(1) / w.sum(1)
 
-    def instruction(self, e_style: torch.Tensor, e_sem: torch.Tensor, form: str = "self") -> torch.Tensor:
+    def instruction(self, e_style: torch.Tensor, e_sem: torch.Tensor, form: str = "self",
+                    history_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Compose a new instruction: the style of ``e_style`` (one image ``[B, 64, d]`` or a
         history ``[B, N, 64, d]``) with the semantics of ``e_sem`` ``[B, 64, d]``.
 
@@ -226,7 +233,7 @@ class DRC(Pretrained):
         """
         if form not in ("self", "cross"):
             raise ValueError(f"form must be 'self' or 'cross', got {form!r}")
-        f_sty = self.style_features(e_style, e_sem if form == "cross" else None)
+        f_sty = self.style_features(e_style, e_sem if form == "cross" else None, history_mask)
         f_sem = self.sem_tower(e_sem, None)
         return self.fuse(f_sty, f_sem)
 
@@ -399,15 +406,9 @@ def generate_codes(lmm: PocketLMM, z: torch.Tensor, *, text: str | None = None, 
 def lmm_fingerprint(folder: str | Path) -> dict:
     """Which LMM a DRC model was trained against: its folder (relative to the repository when
     inside it) and the sha256 of its weights. A DRC model only works with that LMM."""
-    from drclib.data.stickers import repo_root
-    from drclib.io import file_digest
+    from drclib.io import file_digest, repo_relative
 
-    folder = Path(folder).resolve()
-    try:
-        shown = str(folder.relative_to(repo_root()))
-    except ValueError:
-        shown = str(folder)
-    return {"folder": shown, "sha256": file_digest(folder / "model.safetensors")}
+    return {"folder": repo_relative(folder), "sha256": file_digest(Path(folder) / "model.safetensors")}
 
 
 def check_lmm_matches(info: dict, lmm_folder: str | Path, source: str) -> None:
@@ -508,6 +509,8 @@ def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, c
     ``codes`` is ``[n_styles, n_emoji, 64]``. With ``keep_images > 0`` the first images of each
     test come back under ``"images"`` (uint8-ready float tensors in [0, 1]).
     """
+    from drclib.metrics import classify_rates
+
     drc.eval()
     lmm.eval()
     dev = lmm.device
@@ -527,12 +530,7 @@ def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, c
     for c in COMBINATIONS:
         images = run(lambda sl: drc.stage1_instructions(emb(t.anchor[sl]), emb(t.pos_style[sl]),
                                                         emb(t.pos_sem[sl]), (c,))[c], len(t))
-        sp, et = _predict(style_clf, emoji_clf, images)
-        lab_s, lab_e = torch.from_numpy(t.anchor[:, 0]), torch.from_numpy(t.anchor[:, 1])
-        s_ok, e_ok = sp == lab_s, et[:, 0] == lab_e
-        out["combinations"][c] = {"style_acc": float(s_ok.float().mean()), "emoji_top1": float(e_ok.float().mean()),
-                                  "emoji_top5": float((et == lab_e[:, None]).any(1).float().mean()),
-                                  "both": float((s_ok & e_ok).float().mean()), "n": int(len(t))}
+        out["combinations"][c] = classify_rates(style_clf, emoji_clf, images, t.anchor[:, 0], t.anchor[:, 1])
         if keep_images:
             out["images"][c] = images[:keep_images]
     a, b = pairs

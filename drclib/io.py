@@ -88,3 +88,14 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it and run again") from e
+
+
+def repo_relative(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when it lies inside it, else as given: how
+    model cards and configs name files, so they stay true in any clone."""
+    from drclib.data.stickers import repo_root
+
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)

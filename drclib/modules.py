@@ -83,6 +83,14 @@ def _check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
         raise ValueError(f"{name} must be a [batch, tokens, {dim}] tensor, got {shape}")
 
 
+def _check_pair(f_style: torch.Tensor, f_sem: torch.Tensor, dim: int) -> None:
+    """The inputs of a fusion: two token sequences of width ``dim`` with one batch size."""
+    _check_tokens(f_style, dim, "style features")
+    _check_tokens(f_sem, dim, "semantic features")
+    if f_style.shape[0] != f_sem.shape[0]:
+        raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
+
+
 class Tower(nn.Module):
     """StyleTower and SemTower (they share this architecture; the paper's section 2.1).
 
@@ -175,10 +183,7 @@ class FusionNetwork(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim or dim))
 
     def forward(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
-        _check_tokens(f_style, self.dim, "style features")
-        _check_tokens(f_sem, self.dim, "semantic features")
-        if f_style.shape[0] != f_sem.shape[0]:
-            raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
+        _check_pair(f_style, f_sem, self.dim)
         s = f_style + self.type_emb[0] + self.pos[:, :f_style.shape[1]]
         m = f_sem + self.type_emb[1] + self.pos[:, :f_sem.shape[1]]
         x = self.norm_x(s + self.style_asks(s, m))
@@ -204,10 +209,7 @@ class ConcatFusion(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim or dim))
 
     def forward(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
-        _check_tokens(f_style, self.dim, "style features")
-        _check_tokens(f_sem, self.dim, "semantic features")
-        if f_style.shape[0] != f_sem.shape[0]:
-            raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
+        _check_pair(f_style, f_sem, self.dim)
         pos_s, pos_m = self.pos[:, :f_style.shape[1]], self.pos[:, :f_sem.shape[1]]
         return self.out(torch.cat([f_style + self.type_emb[0] + pos_s, f_sem + self.type_emb[1] + pos_m], 1))
 

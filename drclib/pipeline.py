@@ -261,9 +261,7 @@ class DRCPipeline:
         e_ref = self.drc.image_tokens(self.lmm, self.tokenizer.encode(ref_images.to(self.tokenizer.device)).to(dev))
         if self.drc.config.mask_generator:
             return self.drc.user_instruction(e_hist, e_ref, alpha_s, alpha_m, history_mask=mask)
-        f_sty = self.drc.style_tower(e_hist.flatten(0, 1)).view(*e_hist.shape)
-        f_sty = (f_sty * mask[:, :, None, None]).sum(1) / mask.sum(1)[:, None, None]
-        return self.drc.fuse(f_sty, self.drc.sem_tower(e_ref))
+        return self.drc.instruction(e_hist, e_ref, history_mask=mask)
 
     @torch.no_grad()
     def __call__(self, history, reference, text: str | None = None, alpha_m: float = 0.5, alpha_s: float = 0.2,

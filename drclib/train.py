@@ -22,7 +22,7 @@ import torch
 
 from drclib.backbone import EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
 from drclib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from drclib.io import atomic_path
+from drclib.io import atomic_path, repo_relative
 
 IGNORE = -100
 """Label of positions that carry no loss (prompt and padding)."""
@@ -230,6 +230,34 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
     return history
 
 
+# ---------------------------------------------------------------------------- shared by both DRC stages
+def _drc_trainables(drc, lmm: PocketLMM, cfg, device: torch.device):
+    """Set-up shared by stage 1 and stage 2: LoRA adapters on the LMM when ``cfg.lora_rank > 0``
+    (added if it has none; otherwise nothing of the LMM trains), the LMM's base weights frozen,
+    AdamW over the DRC parameters (+ adapters). Returns ``(params, optimizer, holder)``, where
+    ``holder`` is the module whose state a training checkpoint saves."""
+    if cfg.lora_rank and not lmm.has_lora:
+        lmm.add_lora(cfg.lora_rank, cfg.lora_alpha)
+    lmm.to(device).eval()
+    lmm.freeze_base()
+    if not cfg.lora_rank:
+        lmm.requires_grad_(False)
+    drc.to(device).train()
+    params = list(drc.parameters()) + (lmm.lora_parameters() if cfg.lora_rank else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    holder = torch.nn.ModuleDict({"drc": drc, "lmm": lmm}) if cfg.lora_rank else drc
+    return params, opt, holder
+
+
+def _optimizer_step(loss: torch.Tensor, params, opt: torch.optim.Optimizer, step: int, stage: str) -> None:
+    """Backward, clip to norm 1, step; a non-finite loss stops the run with a clear message."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{stage} loss became {loss.item()} at step {step}; lower the learning rate")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 # ---------------------------------------------------------------------------- DRC stage 1
 @dataclass
 class Stage1Config:
@@ -289,14 +317,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     if len(triplets) == 0:
         raise ValueError("no triplets to train on: build them with drclib.data.make_dataset (n_triplets > 0)")
     device = torch.device(device)
-    if cfg.lora_rank and not lmm.has_lora:
-        lmm.add_lora(cfg.lora_rank, cfg.lora_alpha)
-    lmm.to(device).eval()
-    lmm.freeze_base()                              # no adapters: nothing of the LMM trains
-    drc.to(device).train()
-    params = list(drc.parameters()) + (lmm.lora_parameters() if cfg.lora_rank else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    holder = torch.nn.ModuleDict({"drc": drc, "lmm": lmm}) if cfg.lora_rank else drc
+    params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     sampler = ImportanceSampler(len(COMBINATIONS), uniform=cfg.importance == "uniform", momentum=cfg.momentum)
     run_config = {k: v for k, v in vars(cfg).items()} | {"n_triplets": int(len(triplets)),
                                                           "drc": dict(vars(drc.config))}
@@ -326,11 +347,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
             z = torch.stack([zs[c] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
             losses = reconstruction_loss(lmm, hybrid_prompt(lmm, z), target)
         loss = losses.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage-1 loss became {loss.item()} at step {step}; lower the learning rate")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimizer_step(loss, params, opt, step, "stage-1")
         sampler.update(which, losses)
         step += 1
         probs = sampler.probabilities()
@@ -417,14 +434,7 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     if not drc.config.mask_generator:
         raise ValueError("stage 2 needs a DRC model with a mask generator: DRC.from_stage1(folder)")
     device = torch.device(device)
-    if cfg.lora_rank and not lmm.has_lora:
-        lmm.add_lora(cfg.lora_rank, cfg.lora_alpha)
-    lmm.to(device).eval()
-    lmm.freeze_base()
-    drc.to(device).train()
-    params = list(drc.parameters()) + lmm.lora_parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    holder = torch.nn.ModuleDict({"drc": drc, "lmm": lmm})
+    params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "drc": dict(vars(drc.config))}
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "alpha_m": []}
     step = 0
@@ -450,11 +460,7 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
             prompt, mask = hybrid_prompts(lmm, z, batch["text"])
             losses = reconstruction_loss(lmm, prompt, target, mask)
         loss = losses.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage-2 loss became {loss.item()} at step {step}; lower the learning rate")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimizer_step(loss, params, opt, step, "stage-2")
         step += 1
         history["step"].append(step)
         history["loss"].append(loss.item())
@@ -711,13 +717,7 @@ def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None 
     emoji_clf = metrics.load_default("emoji_classifier", device)
     ev = evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes,
                          triplets=heldout_triplets(stickers, n_triplets), pairs=swap_pairs(stickers, n_pairs))
-    from drclib.data.stickers import repo_root
-
-    try:
-        shown = folder.resolve().relative_to(repo_root())
-    except ValueError:
-        shown = folder
-    ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {shown}"
+    ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {repo_relative(folder)}"
     info["evaluation"] = ev
     info["probe"] = stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes)
     drc.save_pretrained(folder, dtype=torch.float16, extra=info,
@@ -857,7 +857,7 @@ def train_stage2_command(args) -> int:
 
     info = {"command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
             "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
-            "stage1": _shown(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
+            "stage1": repo_relative(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
             "history": {k: _downsample(v) for k, v in history.items()}}
     pipe = DRCPipeline(drc, lmm, tokenizer)
     style_clf = metrics.load_default("style_classifier", device)
@@ -874,16 +874,6 @@ def train_stage2_command(args) -> int:
     pipe.save_pretrained(out, extra=info, card=_stage2_card(info))
     print((out / "drc" / "README.md").read_text())
     return 0
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it (for cards that travel with the repo)."""
-    from drclib.data.stickers import repo_root
-
-    try:
-        return str(Path(path).resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
 
 
 def shipped_stage2_dir(augment: bool = True) -> Path:

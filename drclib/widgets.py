@@ -24,7 +24,9 @@ def png_bytes(image, size: int = THUMB) -> bytes:
     from PIL import Image
 
     if isinstance(image, torch.Tensor):
-        image = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        from drclib.pipeline import to_pil
+
+        image = to_pil(image[None])[0]
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     image = image.convert("RGB").resize((size, size), Image.NEAREST)
