@@ -284,7 +284,6 @@ def main(argv=None) -> int:
     """``python -m drclib.contrastive``: print the positive-style mining table (precision@k of
     every extractor and statistic against the ground truth) for the full profile's sizes."""
     import argparse
-    import json
 
     from drclib.config import get_profile
     from drclib.data import StickerSet, heldout_cells

@@ -674,7 +674,7 @@ def _stage1_card(variant: str, config: dict, info: dict) -> str:
              f"- Data: {s1.get('n_triplets', '?')} ground-truth triplets of the full profile (seed "
              f"{s1.get('seed', '?')}), no held-out cell in any slot; {s1.get('steps', '?')} steps of batch "
              f"{s1.get('batch_size', '?')}, AdamW lr {s1.get('lr', '?')}, importance `{s1.get('importance', '?')}`.",
-             f"- Final running losses (nats per visual token): "
+             "- Final running losses (nats per visual token): "
              + ", ".join(f"{LABELS[c]} {info.get('final_losses', {}).get(c, float('nan')):.3f}" for c in COMBINATIONS),
              ""]
     if ev:
@@ -703,7 +703,7 @@ def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None 
     and rewrite its card and metrics."""
     from drclib import metrics
     from drclib import tokenizer as tok_mod
-    from drclib.backbone import default_checkpoint_dir, sticker_codes
+    from drclib.backbone import sticker_codes
     from drclib.data import StickerSet
     from drclib.drc import evaluate_stage1, heldout_triplets, load_stage1, swap_pairs
 

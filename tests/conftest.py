@@ -38,6 +38,32 @@ def synthetic_stickers(n_emoji: int = 120, size: int = 32, seed: int = 0) -> Sti
     )
 
 
+TINY_LMM = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
+"""Sizes of the tiny PocketLMM the unit tests build (random weights, fast)."""
+
+
+def tiny_pipeline(stickers: StickerSet, seed: int = 0, lora: bool = False):
+    """A DRCPipeline of tiny random parts (tokenizer with 32 codes, 1-layer LMM, stage-2 DRC
+    with a mask generator), for tests of the plumbing around the pipeline."""
+    import dataclasses
+
+    import torch
+
+    from drclib.backbone import PocketLMM
+    from drclib.drc import DRC
+    from drclib.pipeline import DRCPipeline
+    from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+
+    torch.manual_seed(seed)
+    tok = VisualTokenizer(TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8,
+                                          vq_embed_dim=8, norm_num_groups=8)).eval()
+    lmm = PocketLMM.from_stickers(stickers, n_visual=32, **TINY_LMM).eval()
+    if lora:
+        lmm.add_lora(2, 4)
+    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
+    return DRCPipeline(drc, lmm, tok)
+
+
 @pytest.fixture(scope="session")
 def tiny_stickers() -> StickerSet:
     return synthetic_stickers()

@@ -41,24 +41,12 @@ def test_module_entry_point_runs():
 
 
 def test_generate_writes_pngs_from_png_files(tiny_stickers, tmp_path, capsys):
-    import dataclasses
-
     import numpy as np
-    import torch
     from PIL import Image
 
-    from drclib.backbone import PocketLMM
-    from drclib.drc import DRC
-    from drclib.pipeline import DRCPipeline
-    from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+    from tests.conftest import tiny_pipeline
 
-    torch.manual_seed(0)
-    tok = VisualTokenizer(TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8,
-                                          vq_embed_dim=8, norm_num_groups=8))
-    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, hidden_size=32, num_layers=1, num_heads=2,
-                                  intermediate_size=64, max_positions=160)
-    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True))
-    DRCPipeline(drc, lmm, tok).save_pretrained(tmp_path / "pipe", copy_base=True)
+    tiny_pipeline(tiny_stickers).save_pretrained(tmp_path / "pipe", copy_base=True)
     files = []
     for i in range(3):
         p = tmp_path / f"h{i}.png"

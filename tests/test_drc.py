@@ -14,7 +14,7 @@ from drclib.drc import (COMBINATIONS, DRC, HYBRID_PROMPT, DRCConfig, ImportanceS
                         swap_rates)
 from drclib.train import Stage1Config, train_stage1
 
-TINY = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
+from tests.conftest import TINY_LMM as TINY
 
 
 @pytest.fixture(scope="module")

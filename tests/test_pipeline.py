@@ -13,21 +13,15 @@ from drclib.backbone import PocketLMM
 from drclib.checkpoint import CheckpointError
 from drclib.drc import DRC
 from drclib.pipeline import ALPHAS, DRCPipeline, load_image
-from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+from tests.conftest import TINY_LMM, tiny_pipeline
 
-LMM = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
-TOK = TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8,
-                      norm_num_groups=8)
+LMM = TINY_LMM
 
 
 @pytest.fixture(scope="module")
 def parts(tiny_stickers):
-    torch.manual_seed(0)
-    tok = VisualTokenizer(TOK).eval()
-    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, **LMM).eval()
-    lmm.add_lora(2, 4)
-    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
-    return drc, lmm, tok
+    p = tiny_pipeline(tiny_stickers, lora=True)
+    return p.drc, p.lmm, p.tokenizer
 
 
 @pytest.fixture(scope="module")

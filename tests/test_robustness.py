@@ -31,7 +31,6 @@ training ends (test_drc.py, test_backbone.py); checkpoint writes are atomic and 
 unpickles (safetensors only; test_checkpoint.py).
 """
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -42,19 +41,10 @@ from drclib.backbone import PocketLMM
 from drclib.checkpoint import CheckpointError
 from drclib.drc import DRC
 from drclib.pipeline import DRCPipeline
-from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+from tests.conftest import TINY_LMM, tiny_pipeline
 
-LMM = dict(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=160)
-TOK = TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8,
-                      norm_num_groups=8)
-
-
-def build(tiny_stickers, seed=0):
-    torch.manual_seed(seed)
-    tok = VisualTokenizer(TOK).eval()
-    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, **LMM).eval()
-    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
-    return DRCPipeline(drc, lmm, tok)
+LMM = TINY_LMM
+build = tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """drclib.widgets, headless: set the controls, click, read the outputs; errors land in the
 status line, not as exceptions."""
 
-import dataclasses
 import io
 
 import numpy as np
@@ -9,24 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from drclib.backbone import PocketLMM
 from drclib.data import make_dataset
-from drclib.drc import DRC
-from drclib.pipeline import DRCPipeline
-from drclib.tokenizer import TokenizerConfig, VisualTokenizer
 from drclib.widgets import DRCWidget, png_bytes
+from tests.conftest import tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def ui(tiny_stickers):
-    torch.manual_seed(0)
-    tok = VisualTokenizer(TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8,
-                                          vq_embed_dim=8, norm_num_groups=8))
-    lmm = PocketLMM.from_stickers(tiny_stickers, n_visual=32, hidden_size=32, num_layers=1, num_heads=2,
-                                  intermediate_size=64, max_positions=160)
-    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True))
     data = make_dataset(tiny_stickers, "quick", seed=0, n_users=8)
-    return DRCWidget(DRCPipeline(drc, lmm, tok), tiny_stickers, data, split="sample", part="train",
+    return DRCWidget(tiny_pipeline(tiny_stickers), tiny_stickers, data, split="sample", part="train",
                      strip_alphas=(0.0, 0.5, 1.0))
 
 
