@@ -841,7 +841,10 @@ def train_stage2_command(args) -> int:
     seed_everything(args.seed)
     stickers = StickerSet.load()
     stage1_dir = Path(args.stage1) if args.stage1 else default_stage1_dir("drc")
-    s1, lmm = load_stage1(stage1_dir, device=device)
+    import copy
+
+    s1, s1_lmm = load_stage1(stage1_dir, device=device)
+    lmm = copy.deepcopy(s1_lmm)                      # trained below; s1_lmm stays the stage-1 baseline's
     drc = DRC.from_stage1(stage1_dir, device=device)
     tokenizer = tok_mod.load_default(device=device)
     codes = sticker_codes(tokenizer, stickers)
@@ -862,7 +865,6 @@ def train_stage2_command(args) -> int:
     pipe = DRCPipeline(drc, lmm, tokenizer)
     style_clf = metrics.load_default("style_classifier", device)
     emoji_clf = metrics.load_default("emoji_classifier", device)
-    s1_lmm = load_stage1(stage1_dir, device=device)[1]
     baseline = DRCPipeline(s1, s1_lmm, tokenizer)
     ev = {}
     for split in ("sample", "heldout"):

@@ -270,3 +270,18 @@ def plot_bars(values: dict, *, title: str | None = None, ylabel: str | None = No
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def show_token_masks(image, masks, titles: Sequence[str] | None = None, *, grid: int = 8, title: str | None = None):
+    """One image under several token masks (each ``[64]``, 1 = kept): masked cells of the
+    8 x 8 grid are greyed out, so you see which parts of the image a mask lets through."""
+    import torch
+
+    img = torch.as_tensor(image).float()
+    step = img.shape[-1] // grid
+    shown = []
+    for m in masks:
+        cells = torch.as_tensor(m).float().round().view(grid, grid)
+        keep = cells.repeat_interleave(step, 0).repeat_interleave(step, 1)
+        shown.append(img * keep + 0.5 * (1 - keep))
+    return image_row(to_uint8(torch.stack(shown)), titles, title=title)

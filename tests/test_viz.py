@@ -49,3 +49,18 @@ def test_image_row_and_sample_figures(tiny_stickers):
     assert np.array_equal(shown[2], tiny_stickers.images[ref[0], ref[1]])        # copy of the reference
     assert np.array_equal(shown[1], tiny_stickers.images[sample.target[0], sample.target[1]])
     plt.close(fig)
+
+
+def test_show_token_masks_greys_masked_cells():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from drclib.viz import show_token_masks
+
+    img = torch.ones(3, 32, 32)
+    keep_left = torch.zeros(8, 8)
+    keep_left[:, :4] = 1
+    fig = show_token_masks(img, [torch.ones(64), keep_left.flatten()], ["all", "left"])
+    shown = fig.axes[1].images[0].get_array()
+    assert shown[:, :16].min() == 255 and abs(int(shown[:, 16:].max()) - 128) <= 1
+    plt.close(fig)
