@@ -108,16 +108,145 @@ def _check_alpha(name: str, value) -> float:
     return v
 
 
+# ---------------------------------------------------------------------------- the common interface
+class PersonalizationPipeline:
+    """What every personalization method of the kit shares (DRC, the baselines of
+    :mod:`drclib.baselines`): one call signature,
+    ``pipe(history, reference, text, alpha_m, alpha_s, num_images, seed)``, the same input
+    checks, and the paper's per-sample alpha_m sweep. A subclass implements :meth:`_generate`
+    (images ``[B * num_images, 3, 32, 32]`` for normalised inputs)."""
+
+    max_history = 16
+    uses_alpha = True
+    """Whether ``alpha_m`` / ``alpha_s`` change the output (False for methods without masks)."""
+
+    def _images(self, images, what: str) -> torch.Tensor:
+        try:
+            return torch.stack([load_image(x) for x in images])
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            raise type(e)(f"{what}: {e}") from None
+
+    def _batch(self, history, reference):
+        """Normalise to a batch: history ``[B][N]`` images, reference ``[B]`` images."""
+        single = not isinstance(reference, (list, tuple))
+        if single:
+            history, reference = [history], [reference]
+        if len(history) != len(reference):
+            raise ValueError(f"{len(history)} histories for {len(reference)} references")
+        if len(reference) == 0:
+            raise ValueError("no reference given")
+        hist = []
+        for h in history:
+            h = list(h) if isinstance(h, (list, tuple)) else [h]
+            if len(h) == 0:
+                raise ValueError("the history is empty: give at least one image the user liked")
+            if len(h) > self.max_history:
+                raise ValueError(f"the history has {len(h)} images; at most {self.max_history} are supported "
+                                 "(keep the most recent)")
+            hist.append(h)
+        return hist, list(reference), single
+
+    def encode_inputs(self, hist: list[list], refs: list, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Visual codes of a normalised batch: history ``[B, N, 64]`` (padded), its mask of real
+        images ``[B, N]`` and the references' codes ``[B, 64]``."""
+        n = max(len(h) for h in hist)
+        images = self._images([x for h in hist for x in h], "history")
+        ref_images = self._images(refs, "reference")
+        codes = tokenizer.encode(images.to(tokenizer.device)).cpu()
+        hist_codes = codes.new_zeros(len(hist), n, codes.shape[1])
+        mask = torch.zeros(len(hist), n, dtype=torch.bool)
+        i = 0
+        for b, h in enumerate(hist):
+            hist_codes[b, :len(h)] = codes[i:i + len(h)]
+            mask[b, :len(h)] = True
+            i += len(h)
+        return hist_codes, mask, tokenizer.encode(ref_images.to(tokenizer.device)).cpu()
+
+    @staticmethod
+    def _check_text(text, batch: int):
+        if text is None or isinstance(text, str):
+            return text
+        if isinstance(text, (list, tuple)) and len(text) == batch and all(isinstance(t, str) for t in text):
+            return list(text)
+        raise TypeError(f"text must be a str, None, or a list of {batch} str (one per sample), got {text!r:.80}")
+
+    def _generate(self, hist, refs, text, alpha_m: float, alpha_s: float, num_images: int, seed, *, greedy: bool,
+                  temperature: float, top_k) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, history, reference, text: str | None = None, alpha_m: float = 0.5, alpha_s: float = 0.2,
+                 num_images: int = 1, seed: int | None = None, *, greedy: bool = False, temperature: float = 1.0,
+                 top_k: int | None = 40, output_type: str = "pil"):
+        """Generate ``num_images`` images with the reference's content in the history's style.
+
+        - ``history``: a list of images (PIL, numpy, torch or paths) the user liked; ``reference``:
+          one image. For a batch, give a list of histories and a list of references.
+        - ``text``: an optional instruction placed in the prompt (eq. 9); for a batch, one str
+          for all samples or a list with one per sample.
+        - ``alpha_m`` in [0, 1]: share of the reference's tokens masked (more = less of its
+          content); ``alpha_s`` in [0, 1]: share of the history's style tokens masked (noise filter).
+        - ``seed`` makes sampling repeatable; ``greedy=True`` takes the most likely code at each step.
+
+        Returns a list of PIL images (``output_type="pil"``; for a batch, ``num_images`` per
+        sample in order) or a float tensor ``[B * num_images, 3, 32, 32]`` (``"pt"``).
+        """
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        alpha_m, alpha_s = _check_alpha("alpha_m", alpha_m), _check_alpha("alpha_s", alpha_s)
+        hist, refs, _ = self._batch(history, reference)
+        text = self._check_text(text, len(refs))
+        images = self._generate(hist, refs, text, alpha_m, alpha_s, num_images, seed, greedy=greedy,
+                                temperature=temperature, top_k=top_k).clamp(0, 1).cpu()
+        return images if output_type == "pt" else to_pil(images)
+
+    @torch.no_grad()
+    def sweep(self, history, reference, text: str | None = None, alphas: Sequence[float] = ALPHAS,
+              alpha_s: float = 0.2, seed: int | None = 0, scorer=None, greedy: bool = True) -> dict:
+        """The paper's per-sample choice of alpha_m: generate for every ratio in ``alphas``,
+        score each output's style (mean CLIP image score against the history) and semantics
+        (CLIP image score against the reference), and keep the output with the best F1 of the
+        two. ``scorer`` is a model with ``image_score(a, b)`` (default: the kit's tiny CLIP).
+        Returns ``{"best": PIL image, "alpha_m": float, "images": [...], "style": [...],
+        "semantic": [...], "f1": [...]}``."""
+        if scorer is None:
+            from drclib import tinyclip
+
+            scorer = tinyclip.load_default(device=getattr(self, "device", "cpu"))
+        hist, refs, single = self._batch(history, reference)
+        if not single:
+            raise ValueError("sweep takes one sample (a history and one reference)")
+        alphas = [_check_alpha("alpha_m", a) for a in alphas]
+        if not alphas:
+            raise ValueError("alphas is empty")
+        dev = getattr(scorer, "device", torch.device("cpu"))
+        h_img = self._images(hist[0], "history").to(dev)
+        r_img = self._images(refs, "reference").to(dev)
+        outs, sty, sem, f1 = [], [], [], []
+        for a in alphas:
+            img = self(hist[0], refs[0], text, a, alpha_s, 1, seed, greedy=greedy, output_type="pt").to(dev)
+            s = float(scorer.image_score(img.expand(len(h_img), -1, -1, -1), h_img).mean())
+            m = float(scorer.image_score(img, r_img).mean())
+            outs.append(img)
+            sty.append(s)
+            sem.append(m)
+            f1.append(2 * s * m / (s + m) if s + m > 0 else 0.0)
+        best = int(np.argmax(f1))
+        images = to_pil(torch.cat(outs))
+        return {"best": images[best], "alpha_m": alphas[best], "images": images, "alphas": alphas,
+                "style": sty, "semantic": sem, "f1": f1}
+
+
 # ---------------------------------------------------------------------------- the pipeline
-class DRCPipeline:
+class DRCPipeline(PersonalizationPipeline):
     """History + reference (+ text) -> images in the user's style with the reference's content.
 
     Build it with :meth:`from_pretrained`, or from parts: ``DRCPipeline(drc, lmm, tokenizer)``.
     A stage-1 model (no mask generator) also works: it composes the mean style of the history
     with the reference (no masks, so ``alpha_m`` and ``alpha_s`` have no effect).
     """
-
-    max_history = 16
 
     def __init__(self, drc, lmm, tokenizer, *, device: str | torch.device | None = None):
         self.drc, self.lmm, self.tokenizer = drc.eval(), lmm.eval(), tokenizer.eval()
@@ -145,37 +274,15 @@ class DRCPipeline:
         """Load a pipeline saved by :meth:`save_pretrained` (the shipped one:
         ``data/checkpoints/drc``). Clear errors for a missing folder, a missing or corrupt part,
         and parts that do not belong together."""
-        from drclib import tokenizer as tok_mod
-        from drclib.backbone import PocketLMM, default_checkpoint_dir
         from drclib.drc import DRC
         from drclib.runtime import pick_device
 
         folder = Path(folder)
-        meta_path = folder / PIPELINE_FILE
-        if not meta_path.is_file():
-            raise CheckpointError(f"no DRC pipeline at {folder} ({PIPELINE_FILE} is missing): give a folder written by "
-                                  "DRCPipeline.save_pretrained, e.g. data/checkpoints/drc")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{meta_path} is not valid JSON ({e}); save the pipeline again") from e
+        meta = read_pipeline_meta(folder, "DRC pipeline", "data/checkpoints/drc")
         device = pick_device(device)
-
-        def part(name: str, default: Path) -> Path:
-            local = folder / name
-            path = local if (local / "config.json").is_file() else default
-            want = meta.get(name, {}).get("sha256")
-            if want and (path / "model.safetensors").is_file() and file_digest(path / "model.safetensors") != want:
-                raise CheckpointError(f"the pipeline in {folder} was saved with another {name} than {path} (weights "
-                                      "differ); save it with copy_base=True, or retrain it against this one")
-            return path
-
         drc = DRC.from_pretrained(folder / "drc", device=device)
-        lmm = PocketLMM.from_pretrained(part("lmm", default_checkpoint_dir()), device=device)
-        if (folder / "lora").is_dir():
-            lmm.load_lora(folder / "lora")
-        tok = tok_mod.VisualTokenizer.from_pretrained(part("tokenizer", tok_mod.default_checkpoint_dir()), device=device)
-        pipe = cls(drc, lmm.to(device), tok, device=device)
+        lmm, tok = load_base_parts(folder, meta, device)
+        pipe = cls(drc, lmm, tok, device=device)
         pipe.info = meta
         return pipe
 
@@ -186,149 +293,111 @@ class DRCPipeline:
         """Save the DRC model, the LoRA adapters and ``pipeline.json``. The base LMM and tokenizer
         are referenced by the sha256 of their weights (``lmm_folder`` / ``tokenizer_folder``, by
         default the shipped ones), or copied in with ``copy_base=True``."""
-        from drclib import tokenizer as tok_mod
-        from drclib.backbone import default_checkpoint_dir
-
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
-        tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else tok_mod.default_checkpoint_dir()
         meta = {"format": 1, "image_size": IMAGE_SIZE, "stage": 2 if self.drc.config.mask_generator else 1}
-        if copy_base:
-            self.tokenizer.save_pretrained(folder / "tokenizer", dtype=dtype)
-            base = _base_lmm(self.lmm)
-            base.save_pretrained(folder / "lmm", dtype=dtype)
-            meta["lmm"] = {"sha256": file_digest(folder / "lmm" / "model.safetensors"), "copied": True}
-            meta["tokenizer"] = {"sha256": file_digest(folder / "tokenizer" / "model.safetensors"), "copied": True}
-        else:
-            for name, path in (("lmm", lmm_folder), ("tokenizer", tokenizer_folder)):
-                if not (path / "model.safetensors").is_file():
-                    raise CheckpointError(f"cannot reference the {name} at {path}: no model.safetensors there")
-                meta[name] = {"sha256": file_digest(path / "model.safetensors"), "folder_hint": path.name}
-        if self.lmm.has_lora:
-            self.lmm.save_lora(folder / "lora", dtype=dtype)
+        meta |= save_base_parts(folder, self.lmm, self.tokenizer, lmm_folder=lmm_folder,
+                                tokenizer_folder=tokenizer_folder, copy_base=copy_base, dtype=dtype)
         self.drc.save_pretrained(folder / "drc", dtype=dtype, card=card,
                                  extra=(extra if extra is not None else getattr(self.drc, "training_info", None)))
         with atomic_path(folder / PIPELINE_FILE) as tmp:
             tmp.write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
-    # ------------------------------------------------------------------ inputs
-    def _images(self, images, what: str) -> torch.Tensor:
-        try:
-            return torch.stack([load_image(x) for x in images])
-        except (ValueError, TypeError, FileNotFoundError) as e:
-            raise type(e)(f"{what}: {e}") from None
-
-    def _batch(self, history, reference):
-        """Normalise to a batch: history ``[B][N]`` images, reference ``[B]`` images."""
-        single = not isinstance(reference, (list, tuple))
-        if single:
-            history, reference = [history], [reference]
-        if len(history) != len(reference):
-            raise ValueError(f"{len(history)} histories for {len(reference)} references")
-        if len(reference) == 0:
-            raise ValueError("no reference given")
-        hist = []
-        for h in history:
-            h = list(h) if isinstance(h, (list, tuple)) else [h]
-            if len(h) == 0:
-                raise ValueError("the history is empty: give at least one image the user liked")
-            if len(h) > self.max_history:
-                raise ValueError(f"the history has {len(h)} images; at most {self.max_history} are supported "
-                                 "(keep the most recent)")
-            hist.append(h)
-        return hist, list(reference), single
-
     @torch.no_grad()
     def instruction(self, history, reference, alpha_m: float = 0.5, alpha_s: float = 0.2) -> torch.Tensor:
         """The latent instruction z~ ``[B, K, d]`` for the inputs (see :meth:`__call__`)."""
         alpha_m, alpha_s = _check_alpha("alpha_m", alpha_m), _check_alpha("alpha_s", alpha_s)
         hist, refs, _ = self._batch(history, reference)
-        n = max(len(h) for h in hist)
-        images = self._images([x for h in hist for x in h], "history")
-        ref_images = self._images(refs, "reference")
+        return self._instruction(hist, refs, alpha_m, alpha_s)
+
+    def _instruction(self, hist, refs, alpha_m: float, alpha_s: float) -> torch.Tensor:
+        hist_codes, mask, ref_codes = self.encode_inputs(hist, refs, self.tokenizer)
         dev = self.device
-        codes = self.tokenizer.encode(images.to(self.tokenizer.device))
-        e = self.drc.image_tokens(self.lmm, codes.to(dev))
-        e_hist = e.new_zeros(len(hist), n, *e.shape[1:])
-        mask = torch.zeros(len(hist), n, dtype=torch.bool, device=dev)
-        i = 0
-        for b, h in enumerate(hist):
-            e_hist[b, :len(h)] = e[i:i + len(h)]
-            mask[b, :len(h)] = True
-            i += len(h)
-        e_ref = self.drc.image_tokens(self.lmm, self.tokenizer.encode(ref_images.to(self.tokenizer.device)).to(dev))
+        b, n = mask.shape
+        e_hist = self.drc.image_tokens(self.lmm, hist_codes.view(b * n, -1).to(dev)).view(b, n, hist_codes.shape[-1], -1)
+        e_ref = self.drc.image_tokens(self.lmm, ref_codes.to(dev))
+        mask = mask.to(dev)
         if self.drc.config.mask_generator:
             return self.drc.user_instruction(e_hist, e_ref, alpha_s, alpha_m, history_mask=mask)
         return self.drc.instruction(e_hist, e_ref, history_mask=mask)
 
-    @torch.no_grad()
-    def __call__(self, history, reference, text: str | None = None, alpha_m: float = 0.5, alpha_s: float = 0.2,
-                 num_images: int = 1, seed: int | None = None, *, greedy: bool = False, temperature: float = 1.0,
-                 top_k: int | None = 40, output_type: str = "pil"):
-        """Generate ``num_images`` images with the reference's content in the history's style.
+    @property
+    def uses_alpha(self) -> bool:
+        return bool(self.drc.config.mask_generator)
 
-        - ``history``: a list of images (PIL, numpy, torch or paths) the user liked; ``reference``:
-          one image. For a batch, give a list of histories and a list of references.
-        - ``text``: an optional instruction placed in the prompt (eq. 9).
-        - ``alpha_m`` in [0, 1]: share of the reference's tokens masked (more = less of its
-          content); ``alpha_s`` in [0, 1]: share of the history's style tokens masked (noise filter).
-        - ``seed`` makes sampling repeatable; ``greedy=True`` takes the most likely code at each step.
-
-        Returns a list of PIL images (``output_type="pil"``; for a batch, ``num_images`` per
-        sample in order) or a float tensor ``[B * num_images, 3, 32, 32]`` (``"pt"``).
-        """
+    def _generate(self, hist, refs, text, alpha_m, alpha_s, num_images, seed, *, greedy, temperature, top_k):
         from drclib.drc import generate_codes
 
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
-        if output_type not in ("pil", "pt"):
-            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
-        if text is not None and not isinstance(text, str):
-            raise TypeError(f"text must be a str or None, got {type(text).__name__}")
-        z = self.instruction(history, reference, alpha_m, alpha_s)
+        z = self._instruction(hist, refs, alpha_m, alpha_s)
         if top_k is not None:
             top_k = min(int(top_k), self.lmm.config.n_visual)
         codes = generate_codes(self.lmm, z, text=text, greedy=greedy, seed=seed, num_images=num_images,
                                temperature=temperature, top_k=top_k)
-        images = self.tokenizer.decode(codes.to(self.tokenizer.device)).clamp(0, 1).cpu()
-        return images if output_type == "pt" else to_pil(images)
+        return self.tokenizer.decode(codes.to(self.tokenizer.device))
 
-    @torch.no_grad()
-    def sweep(self, history, reference, text: str | None = None, alphas: Sequence[float] = ALPHAS,
-              alpha_s: float = 0.2, seed: int | None = 0, scorer=None, greedy: bool = True) -> dict:
-        """The paper's per-sample choice of alpha_m: generate for every ratio in ``alphas``,
-        score each output's style (mean CLIP image score against the history) and semantics
-        (CLIP image score against the reference), and keep the output with the best F1 of the
-        two. ``scorer`` is a model with ``image_score(a, b)`` (default: the kit's tiny CLIP).
-        Returns ``{"best": PIL image, "alpha_m": float, "images": [...], "style": [...],
-        "semantic": [...], "f1": [...]}``."""
-        if scorer is None:
-            from drclib import tinyclip
+# ---------------------------------------------------------------------------- saved pipelines
+def read_pipeline_meta(folder: Path, what: str, example: str) -> dict:
+    """``pipeline.json`` of a saved pipeline folder, with clear errors when it is absent or corrupt."""
+    meta_path = Path(folder) / PIPELINE_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"no {what} at {folder} ({PIPELINE_FILE} is missing): give a folder written by "
+                              f"save_pretrained, e.g. {example}")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); save the pipeline again") from e
 
-            scorer = tinyclip.load_default(device=self.device)
-        hist, refs, single = self._batch(history, reference)
-        if not single:
-            raise ValueError("sweep takes one sample (a history and one reference)")
-        alphas = [_check_alpha("alpha_m", a) for a in alphas]
-        if not alphas:
-            raise ValueError("alphas is empty")
-        h_img = self._images(hist[0], "history").to(self.device)
-        r_img = self._images(refs, "reference").to(self.device)
-        outs, sty, sem, f1 = [], [], [], []
-        for a in alphas:
-            img = self(hist[0], refs[0], text, a, alpha_s, 1, seed, greedy=greedy, output_type="pt").to(self.device)
-            s = float(scorer.image_score(img.expand(len(h_img), -1, -1, -1), h_img).mean())
-            m = float(scorer.image_score(img, r_img).mean())
-            outs.append(img)
-            sty.append(s)
-            sem.append(m)
-            f1.append(2 * s * m / (s + m) if s + m > 0 else 0.0)
-        best = int(np.argmax(f1))
-        images = to_pil(torch.cat(outs))
-        return {"best": images[best], "alpha_m": alphas[best], "images": images, "alphas": alphas,
-                "style": sty, "semantic": sem, "f1": f1}
+
+def load_base_parts(folder: Path, meta: dict, device):
+    """The base LMM (with the folder's LoRA adapters, if any) and the tokenizer of a saved
+    pipeline: copies inside the folder, else the shipped ones, checked against the sha256
+    recorded in ``meta``."""
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import PocketLMM, default_checkpoint_dir
+
+    folder = Path(folder)
+
+    def part(name: str, default: Path) -> Path:
+        local = folder / name
+        path = local if (local / "config.json").is_file() else default
+        want = meta.get(name, {}).get("sha256")
+        if want and (path / "model.safetensors").is_file() and file_digest(path / "model.safetensors") != want:
+            raise CheckpointError(f"the pipeline in {folder} was saved with another {name} than {path} (weights "
+                                  "differ); save it with copy_base=True, or retrain it against this one")
+        return path
+
+    lmm = PocketLMM.from_pretrained(part("lmm", default_checkpoint_dir()), device=device)
+    if (folder / "lora").is_dir():
+        lmm.load_lora(folder / "lora")
+    tok = tok_mod.VisualTokenizer.from_pretrained(part("tokenizer", tok_mod.default_checkpoint_dir()), device=device)
+    return lmm.to(device), tok
+
+
+def save_base_parts(folder: Path, lmm, tokenizer, *, lmm_folder=None, tokenizer_folder=None, copy_base: bool = False,
+                    dtype=torch.float16) -> dict:
+    """Write the LMM's LoRA adapters to ``folder/lora`` and reference (or, with ``copy_base``,
+    copy) the base LMM and tokenizer; returns the ``pipeline.json`` entries for them."""
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import default_checkpoint_dir
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lmm_folder = Path(lmm_folder) if lmm_folder else default_checkpoint_dir()
+    tokenizer_folder = Path(tokenizer_folder) if tokenizer_folder else tok_mod.default_checkpoint_dir()
+    meta = {}
+    if copy_base:
+        tokenizer.save_pretrained(folder / "tokenizer", dtype=dtype)
+        _base_lmm(lmm).save_pretrained(folder / "lmm", dtype=dtype)
+        meta["lmm"] = {"sha256": file_digest(folder / "lmm" / "model.safetensors"), "copied": True}
+        meta["tokenizer"] = {"sha256": file_digest(folder / "tokenizer" / "model.safetensors"), "copied": True}
+    else:
+        for name, path in (("lmm", lmm_folder), ("tokenizer", tokenizer_folder)):
+            if not (path / "model.safetensors").is_file():
+                raise CheckpointError(f"cannot reference the {name} at {path}: no model.safetensors there")
+            meta[name] = {"sha256": file_digest(path / "model.safetensors"), "folder_hint": path.name}
+    if lmm.has_lora:
+        lmm.save_lora(folder / "lora", dtype=dtype)
+    return meta
 
 
 @torch.no_grad()
