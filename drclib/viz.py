@@ -285,3 +285,55 @@ def show_token_masks(image, masks, titles: Sequence[str] | None = None, *, grid:
         keep = cells.repeat_interleave(step, 0).repeat_interleave(step, 1)
         shown.append(img * keep + 0.5 * (1 - keep))
     return image_row(to_uint8(torch.stack(shown)), titles, title=title)
+
+
+def show_comparison(images: dict, methods: Sequence[str], labels: dict | None = None, *, rows: int | None = None,
+                    cell: float = 0.8, title: str | None = None):
+    """The paper's Figure 4 layout: one row per test sample with its history, its reference and
+    each method's output. ``images`` is what :func:`drclib.evaluation.load_images` returns
+    (``"history"`` ``[k, N, 3, H, W]``, ``"reference"`` ``[k, 3, H, W]``, one entry per method)."""
+    missing = [m for m in ("history", "reference", *methods) if m not in images]
+    if missing:
+        raise KeyError(f"no kept images for {missing}; run the evaluation with these rows first")
+    labels = labels or {}
+    hist = images["history"]
+    k = len(hist) if rows is None else min(rows, len(hist))
+    n = hist.shape[1]
+    cols = n + 1 + len(methods)
+    fig, axes = plt.subplots(k, cols, figsize=(cols * cell + 0.4, k * cell + 0.6), squeeze=False)
+    for r in range(k):
+        shown = [*hist[r], images["reference"][r], *[images[m][r] for m in methods]]
+        for c, img in enumerate(shown):
+            ax = axes[r, c]
+            ax.imshow(to_uint8(img[None])[0], interpolation="nearest")
+            _hide_axes(ax)
+            if r == 0:
+                name = "history" if c == 0 else ("" if c < n else ("reference" if c == n else
+                                                                     labels.get(methods[c - n - 1], methods[c - n - 1])))
+                ax.set_title(name, fontsize=7)
+            if c == n:
+                for spine in ax.spines.values():
+                    spine.set_visible(True)
+                    spine.set_edgecolor("#dd8452")
+                    spine.set_linewidth(2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def plot_tradeoff(points: dict, *, x: str = "style", y: str = "semantic", title: str | None = None):
+    """A scatter of methods: ``points`` is ``{label: (style score, semantic score)}``; the paper's
+    reading (DRC trades semantic alignment for style alignment) is a move up-left or down-right."""
+    if not points:
+        raise ValueError("plot_tradeoff needs at least one point")
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for label, (px, py) in points.items():
+        ax.scatter([px], [py], s=30)
+        ax.annotate(label, (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(x, fontsize=8)
+    ax.set_ylabel(y, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,149 @@
+"""The evaluation of the paper's Table 2 (drclib.evaluation) end to end on tiny models, its
+tables' shape and invariants, resuming, and the one-command reproduction's plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from drclib import evaluation
+from drclib.baselines import ReferencePipeline
+from drclib.data import make_dataset
+from drclib.evaluation import COLUMN_BACKENDS, EvalConfig, Judges, check_invariants, evaluate
+from drclib.metrics import StickerClassifier, StickerClassifierConfig
+from drclib.reproduce import training_steps
+from drclib.tinyclip import TinyCLIP, TinyCLIPConfig
+from tests.conftest import tiny_pipeline
+
+
+class _FixedClip:
+    """A stand-in for the tiny CLIP whose image embedding is the mean colour, so scores are
+    exact and Grd (an image against itself) scores 100."""
+
+    device = torch.device("cpu")
+
+    def _emb(self, x):
+        return torch.nn.functional.normalize(x.mean((2, 3)) - 0.5 + 1e-3, dim=-1)
+
+    def image_score(self, a, b):
+        return 100 * (self._emb(a) * self._emb(b)).sum(-1)
+
+    def clip_score(self, images, texts):
+        return torch.full((len(images),), float(len(texts[0]) % 7))
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_stickers):
+    torch.manual_seed(0)
+    judges = Judges(StickerClassifier(StickerClassifierConfig(num_classes=6)).eval(),
+                    StickerClassifier(StickerClassifierConfig(num_classes=tiny_stickers.n_emoji)).eval(),
+                    _FixedClip())
+    judges.paper = {"clip_vit_h14": None, "dinov2_large": None, "lpips_vgg": None, "inception_v3": None}
+    judges.status = {k: "available (kit)" for k in ("style_classifier", "emoji_classifier", "tinyclip")} | \
+        {k: "unavailable: no weights (test)" for k in judges.paper}
+    pipe = tiny_pipeline(tiny_stickers)
+    data = make_dataset(tiny_stickers, "quick", seed=0)
+    methods = {"grd": ReferencePipeline("grd"), "recon": ReferencePipeline("recon", pipe.tokenizer), "drc": pipe,
+               "target": evaluation._Oracle("target")}
+    splits = {s: data.splits[s].test for s in ("sample", "heldout")}
+    return judges, methods, data, splits
+
+
+def test_evaluation_end_to_end_tables_and_invariants(setup, tiny_stickers, tmp_path):
+    judges, methods, data, splits = setup
+    cfg = EvalConfig(n_samples=6, sweep=True, alphas=(0.0, 1.0), batch_size=4, keep_images=3, profile="quick")
+    res = evaluate(methods, tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path, progress=False)
+    assert set(res["splits"]) == {"sample", "heldout"}
+    for split, entries in res["splits"].items():
+        assert list(entries) == list(methods)
+        for name, e in entries.items():
+            assert e["n"] == 6
+            assert set(e["style"]) == set(evaluation.STYLE_COLUMNS)
+            assert set(e["semantic"]) == set(evaluation.SEMANTIC_COLUMNS)
+            assert e["style"]["CIS"] is None and e["FID"] is None          # unavailable backends stay empty
+            assert set(e["ground_truth"]) == set(evaluation.TRUTH_COLUMNS)
+        assert entries["grd"]["semantic"]["CIS_kit"] == pytest.approx(100, abs=1e-3)
+        assert entries["grd"]["alpha_m"] is None and 0 <= entries["drc"]["alpha_m"] <= 1
+        assert entries["target"]["FID_kit"] == pytest.approx(0, abs=1e-3)
+    # random tiny DRC weights need not lose to Recon; every other invariant must hold
+    assert [p for p in check_invariants(res) if "Recon" not in p] == []
+    assert all(res["columns"][c]["backend"] for c in COLUMN_BACKENDS)
+    assert res["columns"]["CIS"]["status"].startswith("unavailable")
+    # tables: one header, one separator, one line per method
+    table = evaluation.paper_table(res, "sample").splitlines()
+    assert len(table) == 2 + len(methods) and "n/a" in table[2]
+    assert len(evaluation.truth_table(res, "heldout").splitlines()) == 2 + len(methods)
+    assert "### Backends" in evaluation.report(res)
+    images = evaluation.load_images(tmp_path, "sample")
+    assert images["history"].shape[:2] == (3, data.samples.history.shape[1]) and images["drc"].shape == (3, 3, 32, 32)
+
+
+def test_resume_reuses_finished_entries(setup, tiny_stickers, tmp_path):
+    judges, methods, data, splits = setup
+    cfg = EvalConfig(n_samples=4, sweep=False, batch_size=4, keep_images=2, profile="quick")
+    evaluate({"grd": methods["grd"]}, tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path,
+             progress=False, fingerprints={"grd": "a"})
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return methods["recon"]
+    res = evaluate({"grd": lambda: pytest.fail("a finished entry was recomputed"), "recon": factory},
+                   tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path, progress=False,
+                   fingerprints={"grd": "a"})
+    assert len(calls) == 2 and set(res["splits"]["sample"]) == {"grd", "recon"}    # once per split
+    # changed weights (fingerprint) or settings: recomputed
+    calls.clear()
+    evaluate({"recon": factory}, tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path,
+             progress=False, fingerprints={"recon": "new"})
+    assert len(calls) == 2
+
+
+def test_invariants_catch_violations():
+    def entry(sem, style_acc=0.5):
+        return {"semantic": {"CIS_kit": sem}, "ground_truth": {c: style_acc for c in evaluation.TRUTH_COLUMNS}}
+    good = {"columns": evaluation.column_info(), "splits": {"s": {"grd": entry(100.0), "recon": entry(80.0),
+                                                                  "drc": entry(30.0)}}}
+    assert check_invariants(good) == []
+    bad = json.loads(json.dumps(good))
+    bad["splits"]["s"]["drc"] = entry(90.0)
+    bad["splits"]["s"]["grd"] = entry(95.0)
+    bad["splits"]["s"]["recon"]["ground_truth"]["both"] = 1.5
+    bad["columns"]["FID"]["backend"] = ""
+    problems = "\n".join(check_invariants(bad))
+    for text in ("not 100", "Recon's semantic CIS_kit", "outside [0, 1]", "column FID names no backend"):
+        assert text in problems
+
+
+def test_alignment_f1_and_bad_input():
+    f1 = evaluation.alignment_f1(torch.tensor([50.0, 0.0, -3.0]), torch.tensor([50.0, 10.0, 10.0]))
+    assert torch.allclose(f1, torch.tensor([50.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="no test samples"):
+        evaluation.test_inputs(None, None, np.array([], dtype=int))
+    with pytest.raises(ValueError, match="unknown row"):
+        evaluation.load_method("dalle")
+    with pytest.raises(FileNotFoundError, match="run the evaluation first"):
+        evaluation.load_images("/nonexistent", "sample")
+
+
+def test_every_row_has_a_label_group_and_shipped_checkpoint():
+    grouped = [r for g in evaluation.GROUPS.values() for r in g]
+    assert sorted(grouped) == sorted(evaluation.ROWS)
+    for row in evaluation.ROWS:
+        folder = evaluation.method_folder(row)
+        assert folder is None or any(folder.glob("*.json")), f"{row}: nothing shipped in {folder}"
+
+
+def test_reproduce_plan_covers_every_trained_part():
+    steps = training_steps("runs/full/state")
+    outputs = [s.output for s in steps]
+    for part in ("tokenizer", "style_classifier", "emoji_classifier", "tinyclip", "lmm", "stage1/drc", "stage1/uniform",
+                 "stage1/concat", "stage1/mlp", "drc", "drc_no_aug", "pigeon", "lmm_sft"):
+        assert f"data/checkpoints/{part}" in outputs
+    assert all("--state-dir" in s.args for s in steps if "drclib.train" in s.args)
+    from drclib.data.stickers import repo_root
+
+    assert all(s.done(repo_root()) for s in steps if s.output.startswith("data/"))   # a fresh clone trains nothing
