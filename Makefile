@@ -1,7 +1,8 @@
 # drc-kit: the two commands README promises.
-#   make all   [PROFILE=quick|full]  set up .venv if absent, then run every notebook in order
+#   make all   [PROFILE=quick|full]  set up .venv if absent, then regenerate everything: data check, any
+#                                    missing checkpoint trained (resumable), evaluation, every notebook
 #   make test                        set up .venv if absent, then run the test suite
-# Other targets: setup, data (rebuild data/stickers_32px.npz from npm), browser-deps (Debian's
+# Other targets: notebooks (the notebooks alone), evaluation, setup, data (rebuild data/stickers_32px.npz from npm), browser-deps (Debian's
 # chromium + chromedriver for the browser test; needs root), browser-test, clean.
 
 PYTHON ?= python3
@@ -10,9 +11,10 @@ PY      = $(VENV)/bin/python
 PROFILE ?= quick
 RUNS   ?= runs/$(PROFILE)
 
-.PHONY: all notebooks test setup data clean browser-deps browser-test
+.PHONY: all notebooks evaluation test setup data clean browser-deps browser-test
 
-all: notebooks
+all: setup
+	$(PY) -m drclib.reproduce --profile $(PROFILE)
 
 # The stamp is remade when pyproject.toml changes, so a new dependency is picked up.
 $(VENV)/.drc-installed: pyproject.toml
@@ -26,6 +28,9 @@ setup: $(VENV)/.drc-installed
 notebooks: setup
 	$(PY) -m drclib.cli run-notebooks --profile $(PROFILE) --out $(RUNS)
 
+evaluation: setup
+	$(PY) -m drclib.evaluation --profile $(PROFILE) --out $(RUNS)/07_evaluation
+
 test: setup
 	$(PY) -m pytest
 
@@ -36,7 +41,10 @@ browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-browser-test: setup browser-deps
+browser-evaluation: setup
+	$(PY) -m drclib.evaluation --profile $(PROFILE) --out $(RUNS)/07_evaluation
+
+test: setup browser-deps
 	DRC_REQUIRE_BROWSER=1 $(PY) -m pytest tests/test_browser.py
 
 clean:

@@ -101,9 +101,24 @@ def _check_06(r):
     assert r["grid_shape"] == [3, 5, 32, 32, 3]
 
 
+def _check_07(r):
+    from drclib.evaluation import COLUMN_BACKENDS, ROWS
+
+    assert r["rows"] == list(ROWS)                       # every row, including the shipped baselines
+    assert r["invariant_problems"] == []                 # Grd at the top of semantic alignment, Recon above DRC
+    assert set(r["columns"]) == set(COLUMN_BACKENDS) and all(r["columns"].values())
+    assert r["settings"]["n_samples"] == 16 and set(r["table"]) == {"sample", "heldout"}
+    for split in r["table"].values():
+        assert split["grd"]["semantic_cis_kit"] == pytest.approx(100, abs=0.01)
+        assert split["grd"]["emoji_top5"] >= 0.75 and split["target"]["style_acc"] >= 0.75
+        for row in split.values():
+            assert row["n"] == 16 and 0 <= row["both"] <= min(row["style_acc"], row["emoji_top1"])
+    assert r["comparison_columns"] == ["pigeon", "drc", "target"]
+
+
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
           "03_towers_and_fusion": _check_03, "04_stage1_training": _check_04, "05_stage2_sft": _check_05,
-          "06_interactive": _check_06}
+          "06_interactive": _check_06, "07_evaluation": _check_07}
 
 NOTEBOOKS = find_notebooks()
 
