@@ -5,6 +5,8 @@
     drc info                                             what the sticker set and a profile hold
     drc generate --history a.png b.png --reference r.png --alpha-m 0.4 --out out.png
     drc train ...                                        the training commands (python -m drclib.train)
+    drc evaluate ...                                     every method on both splits (python -m drclib.evaluation)
+    drc reproduce ...                                    the whole kit, as make all (python -m drclib.reproduce)
 
 ``python -m drclib.cli`` works the same where the ``drc`` script is not on PATH.
 """
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=_cmd_train)
+    for name, what in (("evaluate", "python -m drclib.evaluation"), ("reproduce", "python -m drclib.reproduce")):
+        sub.add_parser(name, help=f"the same as `{what}` (--help lists its options)", add_help=False)
     return p
 
 
@@ -151,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         from drclib import train
 
         return int(train.main(argv[1:]) or 0)
+    if argv and argv[0] in ("evaluate", "reproduce"):
+        from drclib import evaluation, reproduce
+
+        return int((evaluation if argv[0] == "evaluate" else reproduce).main(argv[1:]) or 0)
     if argv and argv[0] == "build-data":
         from drclib.data import build
 

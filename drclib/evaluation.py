@@ -21,7 +21,9 @@ CLIP (``CS_kit``, ``CIS_kit``), the style classifier (``StyleSim``) and the emoj
 features (``FID_kit``). :data:`COLUMN_BACKENDS` names the backend of every column.
 
 Command: ``python -m drclib.evaluation --profile full`` (resumable: finished (split, method)
-entries are kept in ``evaluation.json`` as long as the settings and the method's weights match).
+entries are kept in ``runs/<profile>/07_evaluation/evaluation.json`` as long as the settings and
+the method's weights match; notebook 07 reads the same folder). The full profile's results ship
+in ``data/results/evaluation_full/`` (:func:`shipped_results_dir`).
 """
 
 from __future__ import annotations
@@ -501,7 +503,31 @@ def report(results: dict) -> str:
 def default_output_dir(profile: str) -> Path:
     from drclib.data.stickers import repo_root
 
-    return repo_root() / "runs" / profile / "evaluation"
+    return repo_root() / "runs" / profile / "07_evaluation"
+
+
+def shipped_results_dir() -> Path:
+    """``data/results/evaluation_full``: the full profile's evaluation as the kit ships it
+    (``evaluation.json``, ``report.md``, the kept images), written by ``make all PROFILE=full``."""
+    from drclib.data.stickers import repo_root
+
+    return repo_root() / "data" / "results" / "evaluation_full"
+
+
+def publish(out_dir: str | Path, dest: str | Path | None = None) -> Path:
+    """Copy a finished evaluation (its JSON, report and kept images) to ``dest`` (default
+    :func:`shipped_results_dir`), each file atomically."""
+    import shutil
+
+    out_dir, dest = Path(out_dir), Path(dest) if dest is not None else shipped_results_dir()
+    if not (out_dir / "evaluation.json").is_file():
+        raise FileNotFoundError(f"no evaluation.json in {out_dir}; run the evaluation first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(out_dir.glob("*")):
+        if f.suffix in (".json", ".md", ".npz"):
+            with atomic_path(dest / f.name) as tmp:
+                shutil.copyfile(f, tmp)
+    return dest
 
 
 def run(profile: str = "full", rows=None, *, n_samples: int | None = None, sweep: bool | None = None,

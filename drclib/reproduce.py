@@ -3,7 +3,8 @@
 In order: check the data; make sure every trained part exists (tokenizer, evaluators, tiny
 CLIP, pocket LMM, the four stage-1 variants, the two stage-2 pipelines, the two trained
 baselines), training the ones that are missing; evaluate everything on both splits; write the
-report; run every notebook. Each step prints its progress and wall time, and the total is
+report (the full profile's is copied to ``data/results/evaluation_full/``, which notebook 07
+and RESULTS.md show); run every notebook. Each step prints its progress and wall time, and the total is
 printed at the end and written to ``runs/<profile>/reproduce.json``.
 
 - **Reuse**: a part whose checkpoint folder is complete is not retrained (the shipped ones
@@ -133,6 +134,8 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         problems = evaluation.check_invariants(results)
         print(f"      report: {out_dir / 'report.md'}; invariants: " + ("all hold" if not problems else
                                                                         "; ".join(problems)), flush=True)
+        if profile == "full" and not problems and not results.get("missing"):
+            print(f"      published to {evaluation.publish(out_dir)}", flush=True)
     if notebooks:
         head(f"notebooks ({len(find_notebooks())})")
         t0 = time.perf_counter()

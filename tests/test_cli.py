@@ -64,3 +64,11 @@ def test_generate_writes_pngs_from_png_files(tiny_stickers, tmp_path, capsys):
     assert main(["generate", "--pipeline", str(tmp_path / "none"), "--history", files[0], "--reference", files[1],
                  "--out", str(tmp_path / "y.png")]) == 2
     assert "no DRC pipeline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, prog", [("evaluate", "drclib.evaluation"), ("reproduce", "drclib.reproduce"),
+                                           ("train", "drclib.train")])
+def test_pass_through_commands_show_their_own_help(command, prog, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and prog in capsys.readouterr().out
