@@ -165,12 +165,38 @@ def alignment_f1(style: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
     return torch.where(s + m > 0, 2 * s * m / (s + m).clamp(min=1e-8), torch.zeros_like(s))
 
 
-def kit_alignment(clip, images: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIS_kit per sample: mean tiny-CLIP image score against the history, and against the reference."""
+@torch.no_grad()
+def _clip_embeddings(clip, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    return torch.cat([clip.encode_image(images[i:i + batch_size]).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def prepare(inputs: dict, judges: "Judges") -> dict:
+    """Encode what every method is compared against once per split: the tiny CLIP's
+    embeddings of the history and the reference, the Gram matrices of the history (StyleSim)
+    and the emoji classifier's features of the targets (FID_kit). Returns ``inputs`` with them."""
+    from drclib import metrics
+
     b, n = inputs["history_images"].shape[:2]
-    rep = images.repeat_interleave(n, 0)
-    style = clip.image_score(rep, inputs["history_images"].reshape(b * n, *images.shape[1:])).view(b, n).mean(1)
-    return style.cpu(), clip.image_score(images, inputs["reference_images"]).cpu()
+    flat = inputs["history_images"].reshape(b * n, *inputs["history_images"].shape[2:])
+    inputs["history_clip"] = _clip_embeddings(judges.tinyclip, flat).view(b, n, -1)
+    inputs["reference_clip"] = _clip_embeddings(judges.tinyclip, inputs["reference_images"])
+    inputs["history_grams"] = metrics.style_grams(judges.style_clf, flat)
+    inputs["target_features"] = metrics.extract_features(judges.emoji_clf, inputs["target_images"])
+    return inputs
+
+
+def kit_alignment(clip, images: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIS_kit per sample: mean tiny-CLIP image score (100 x cosine) against the history, and
+    against the reference (from :func:`prepare`'s embeddings when present)."""
+    if "history_clip" not in inputs:
+        b, n = inputs["history_images"].shape[:2]
+        rep = images.repeat_interleave(n, 0)
+        style = clip.image_score(rep, inputs["history_images"].reshape(b * n, *images.shape[1:])).view(b, n).mean(1)
+        return style.cpu(), clip.image_score(images, inputs["reference_images"]).cpu()
+    out = _clip_embeddings(clip, images)
+    style = 100 * (out[:, None] * inputs["history_clip"]).sum(-1).mean(1)
+    return style, 100 * (out * inputs["reference_clip"]).sum(-1)
 
 
 def generate(pipe, inputs: dict, cfg: EvalConfig, clip=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,13 +234,19 @@ def score(images: torch.Tensor, inputs: dict, judges: Judges) -> dict:
     rep = images.repeat_interleave(n, 0)
     clip = judges.tinyclip
     style_cis, sem_cis = kit_alignment(clip, images, inputs)
+    if "history_grams" in inputs:
+        grams = [g.repeat_interleave(n, 0) for g in metrics.style_grams(judges.style_clf, images)]
+        stylesim = metrics.style_sim_from_grams(grams, inputs["history_grams"]).view(b, n).mean(1)
+        fid_kit = (metrics.frechet_distance(metrics.extract_features(judges.emoji_clf, images),
+                                            inputs["target_features"]) if len(images) > 1 else None)
+    else:
+        stylesim = metrics.style_sim_to_history(judges.style_clf, images, inputs["history_images"])
+        fid_kit = metrics.fid(judges.emoji_clf, images, inputs["target_images"]) if len(images) > 1 else None
     style = {"CS_kit": float(clip.clip_score(images, inputs["style_text"]).mean()), "CIS_kit": float(style_cis.mean()),
-             "StyleSim": float(metrics.style_sim_to_history(judges.style_clf, images, inputs["history_images"]).mean()),
-             "CS": None, "CIS": None, "DIS": None, "LPIPS": None}
+             "StyleSim": float(stylesim.mean()), "CS": None, "CIS": None, "DIS": None, "LPIPS": None}
     semantic = {"CS_kit": float(clip.clip_score(images, inputs["semantic_text"]).mean()),
                 "CIS_kit": float(sem_cis.mean()), "CS": None, "CIS": None, "DIS": None}
-    out = {"style": style, "semantic": semantic, "FID": None,
-           "FID_kit": metrics.fid(judges.emoji_clf, images, inputs["target_images"]) if len(images) > 1 else None}
+    out = {"style": style, "semantic": semantic, "FID": None, "FID_kit": fid_kit}
     paper = judges.paper
     if paper.get("clip_vit_h14") is not None:
         c = paper["clip_vit_h14"]
@@ -330,8 +362,9 @@ def evaluate(methods: dict, stickers, samples, splits: dict, cfg: EvalConfig, ju
                     if name in methods and old.get("fingerprints", {}).get(name) == results["fingerprints"][name]:
                         results["splits"].setdefault(split, {})[name] = entry
     kept: dict[str, dict] = {}
+    loaded: dict = {}
     for split, idx in splits.items():
-        inputs = test_inputs(stickers, samples, np.asarray(idx)[:cfg.n_samples], cfg.seed)
+        inputs = prepare(test_inputs(stickers, samples, np.asarray(idx)[:cfg.n_samples], cfg.seed), judges)
         entries = results["splits"].setdefault(split, {})
         kept[split] = _load_kept(out_dir, split)
         kept[split].update({"history": _u8(inputs["history_images"][:cfg.keep_images]),
@@ -344,7 +377,9 @@ def evaluate(methods: dict, stickers, samples, splits: dict, cfg: EvalConfig, ju
                 continue
             t0 = time.perf_counter()
             if not isinstance(method, (PersonalizationPipeline, _Oracle)):
-                method = method()
+                if name not in loaded:                  # load a method once for all splits
+                    loaded[name] = method()
+                method = loaded[name]
             if isinstance(method, _Oracle):
                 images, alphas = method.images(inputs), torch.full((len(inputs["idx"]),), float("nan"))
             else:

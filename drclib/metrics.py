@@ -551,6 +551,35 @@ STYLE_SIM_SCALE = 1e6
 different features, so only the direction "lower is better" carries over)."""
 
 
+def style_grams(model: StickerClassifier, images: torch.Tensor, layers: Sequence[int] | None = None,
+                batch_size: int = 512) -> list[torch.Tensor]:
+    """The Gram matrices StyleSim compares, one ``[B, C, C]`` tensor per layer (default
+    :data:`STYLE_LAYERS`), so a fixed set of images (a history) is encoded once."""
+    images = check_images(images, model.config.image_size)
+    if layers is None:
+        layers = tuple(i for i in STYLE_LAYERS if -len(model.stages) <= i < len(model.stages))
+    was = model.training
+    model.eval()
+    out = [[] for _ in layers]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                maps = model.feature_maps(images[i:i + batch_size])
+                for j, layer in enumerate(layers):
+                    out[j].append(gram_matrix(maps[layer].float()).cpu())
+    finally:
+        model.train(was)
+    return [torch.cat(g) for g in out]
+
+
+def style_sim_from_grams(grams_a: list[torch.Tensor], grams_b: list[torch.Tensor]) -> torch.Tensor:
+    """StyleSim ``[B]`` from Gram matrices made by :func:`style_grams` (pairs row by row)."""
+    total = 0
+    for ga, gb in zip(grams_a, grams_b):
+        total = total + (ga - gb).pow(2).mean(dim=(1, 2))
+    return total * STYLE_SIM_SCALE
+
+
 def style_sim(model: StickerClassifier, images_a: torch.Tensor, images_b: torch.Tensor,
               layers: Sequence[int] | None = None) -> torch.Tensor:
     """StyleSim (lower is better): for each pair, the squared Frobenius distance of the Gram

@@ -10,7 +10,9 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
 - **Reuse**: a part whose checkpoint folder is complete is not retrained (the shipped ones
   are, so a fresh clone only evaluates and runs the notebooks). Delete a folder under
   ``data/checkpoints/`` to retrain it with the recipe recorded here (the same commands as the
-  cards).
+  cards). Parts trained on top of a retrained one (everything after the LMM, say) check the
+  fingerprint of what they were trained with and refuse to load against new weights: delete
+  them too, and they are retrained in order.
 - **Resume**: every training command keeps its state under ``runs/<profile>/state/`` and
   continues from there if interrupted; the evaluation keeps finished (split, method)
   entries; so running the command again picks up where it stopped.
@@ -35,10 +37,14 @@ class Step:
     name: str
     output: str
     args: list
+    part_of: str | None = None
+    """For an intermediate part of a chain of runs: the chain's final output; the part is not
+    needed once that exists."""
 
     def done(self, root: Path) -> bool:
-        out = root / self.output
-        return (out / "config.json").is_file() or (out / "pipeline.json").is_file()
+        """Whether the step has nothing to do: its output, or its chain's final output, exists."""
+        return any((root / out / "config.json").is_file() or (root / out / "pipeline.json").is_file()
+                   for out in (self.output, self.part_of) if out)
 
 
 def training_steps(state: str) -> list[Step]:
@@ -57,10 +63,11 @@ def training_steps(state: str) -> list[Step]:
         Step("tiny CLIP", "data/checkpoints/tinyclip",
              [sys.executable, "-m", "drclib.tinyclip", "--epochs", "15", "--out", "data/checkpoints/tinyclip"]),
         Step("pocket LMM, part 1 of 3", f"{state}/lmm_part1",
-             t + ["backbone", "--steps", "5000", "--state-dir", f"{state}/lmm1", "--out", f"{state}/lmm_part1"]),
+             t + ["backbone", "--steps", "5000", "--state-dir", f"{state}/lmm1", "--out", f"{state}/lmm_part1"],
+             part_of="data/checkpoints/lmm"),
         Step("pocket LMM, part 2 of 3", f"{state}/lmm_part2",
              t + ["backbone", "--init-from", f"{state}/lmm_part1", "--steps", "4000", "--lr", "1e-3", "--warmup", "50",
-                  "--state-dir", f"{state}/lmm2", "--out", f"{state}/lmm_part2"]),
+                  "--state-dir", f"{state}/lmm2", "--out", f"{state}/lmm_part2"], part_of="data/checkpoints/lmm"),
         Step("pocket LMM, part 3 of 3", "data/checkpoints/lmm",
              t + ["backbone", "--init-from", f"{state}/lmm_part2", "--steps", "4000", "--lr", "6e-4", "--warmup", "50",
                   "--hybrid-fraction", "0.34", "--state-dir", f"{state}/lmm3", "--out", "data/checkpoints/lmm"]),

@@ -981,6 +981,20 @@ def _stage2_card(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BASELINE_PROBE = 24
+"""Test samples (the first of the ``sample`` split) whose rates each baseline card stores, so
+the test suite can check that the shipped weights still reproduce them."""
+
+
+def baseline_probe(pipe, stickers, samples, test_idx, style_clf, emoji_clf) -> dict:
+    """The rates of :func:`drclib.pipeline.evaluate_personalization` on the first
+    :data:`BASELINE_PROBE` test samples (greedy, alpha_m 0.5)."""
+    from drclib.pipeline import evaluate_personalization
+
+    return evaluate_personalization(pipe, stickers, samples, np.asarray(test_idx)[:BASELINE_PROBE], style_clf,
+                                    emoji_clf)
+
+
 def train_baseline_command(args) -> int:
     """Fine-tune LMM-SFT or Pigeon from the shipped LMM on the sample split's training samples
     (the stage-2 recipe, the target as its own reference), save it with a card, and score it
@@ -1022,6 +1036,7 @@ def train_baseline_command(args) -> int:
             "command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
             "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
             "stage2": vars(cfg) | {"profile": args.profile}, "evaluation": ev,
+            "probe": baseline_probe(pipe, stickers, data.samples, data.splits["sample"].test, style_clf, emoji_clf),
             "history": {k: _downsample(v) for k, v in history.items()}}
     out = Path(args.out or default_baseline_dir(args.method))
     pipe.save_pretrained(out, extra=info, card=_baseline_card(info))

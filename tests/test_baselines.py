@@ -159,3 +159,21 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad" / "pipeline.json").write_text('{"format": 1}')
     with pytest.raises(CheckpointError, match="names no baseline method"):
         InterleavedPipeline.from_pretrained(tmp_path / "bad", device="cpu")
+
+
+@pytest.mark.parametrize("method", ["pigeon", "lmm_sft"])
+def test_shipped_baselines_reproduce_their_card(method, shipped_stickers):
+    """The shipped Pigeon and LMM-SFT load with the shipped LMM and tokenizer and reproduce
+    the probe stored in their card (24 test samples), within 2 of 24 images."""
+    from drclib import metrics
+    from drclib.train import baseline_probe
+
+    pipe = load_baseline(method, device="cpu")
+    assert pipe.method == method and pipe.uses_alpha == (method == "pigeon")
+    stored = pipe.prompter.training_info["probe"]
+    data = make_dataset(shipped_stickers, "full", seed=0)
+    got = baseline_probe(pipe, shipped_stickers, data.samples, data.splits["sample"].test,
+                         metrics.load_default("style_classifier"), metrics.load_default("emoji_classifier"))
+    for k, v in stored.items():
+        assert abs(got[k] - v) <= 2 / 24 + 1e-9, (k, got[k], v)
+    assert pipe.prompter.training_info["evaluation"]["heldout"][method]["n"] == 300

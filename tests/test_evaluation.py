@@ -25,11 +25,11 @@ class _FixedClip:
 
     device = torch.device("cpu")
 
-    def _emb(self, x):
+    def encode_image(self, x):
         return torch.nn.functional.normalize(x.mean((2, 3)) - 0.5 + 1e-3, dim=-1)
 
     def image_score(self, a, b):
-        return 100 * (self._emb(a) * self._emb(b)).sum(-1)
+        return 100 * (self.encode_image(a) * self.encode_image(b)).sum(-1)
 
     def clip_score(self, images, texts):
         return torch.full((len(images),), float(len(texts[0]) % 7))
@@ -94,12 +94,12 @@ def test_resume_reuses_finished_entries(setup, tiny_stickers, tmp_path):
     res = evaluate({"grd": lambda: pytest.fail("a finished entry was recomputed"), "recon": factory},
                    tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path, progress=False,
                    fingerprints={"grd": "a"})
-    assert len(calls) == 2 and set(res["splits"]["sample"]) == {"grd", "recon"}    # once per split
+    assert len(calls) == 1 and set(res["splits"]["sample"]) == {"grd", "recon"}    # loaded once for both splits
     # changed weights (fingerprint) or settings: recomputed
     calls.clear()
     evaluate({"recon": factory}, tiny_stickers, data.samples, splits, cfg, judges, out_dir=tmp_path,
              progress=False, fingerprints={"recon": "new"})
-    assert len(calls) == 2
+    assert len(calls) == 1
 
 
 def test_invariants_catch_violations():
@@ -146,4 +146,17 @@ def test_reproduce_plan_covers_every_trained_part():
     assert all("--state-dir" in s.args for s in steps if "drclib.train" in s.args)
     from drclib.data.stickers import repo_root
 
-    assert all(s.done(repo_root()) for s in steps if s.output.startswith("data/"))   # a fresh clone trains nothing
+    assert [s.name for s in steps if not s.done(repo_root())] == []      # a fresh clone trains nothing
+
+
+def test_cached_scoring_equals_direct_scoring(setup, tiny_stickers):
+    """prepare() encodes the history, reference and targets once; the scores must not change."""
+    judges, methods, data, splits = setup
+    inputs = evaluation.test_inputs(tiny_stickers, data.samples, splits["sample"][:5])
+    images = torch.rand(5, 3, 32, 32)
+    direct = evaluation.score(images, dict(inputs), judges)
+    cached = evaluation.score(images, evaluation.prepare(dict(inputs), judges), judges)
+    assert cached["style"]["StyleSim"] == pytest.approx(direct["style"]["StyleSim"], rel=1e-4)
+    assert cached["style"]["CIS_kit"] == pytest.approx(direct["style"]["CIS_kit"], abs=1e-3)
+    assert cached["semantic"]["CIS_kit"] == pytest.approx(direct["semantic"]["CIS_kit"], abs=1e-3)
+    assert cached["FID_kit"] == pytest.approx(direct["FID_kit"], rel=1e-4)
