@@ -160,3 +160,30 @@ def test_cached_scoring_equals_direct_scoring(setup, tiny_stickers):
     assert cached["style"]["CIS_kit"] == pytest.approx(direct["style"]["CIS_kit"], abs=1e-3)
     assert cached["semantic"]["CIS_kit"] == pytest.approx(direct["semantic"]["CIS_kit"], abs=1e-3)
     assert cached["FID_kit"] == pytest.approx(direct["FID_kit"], rel=1e-4)
+
+
+def test_paper_columns_use_their_backends_when_present(setup, tiny_stickers):
+    """With the paper's backends on disk the CS / CIS / DIS / LPIPS / FID columns are filled by
+    them (stand-ins with the scorers' interfaces here; the real weights are not on this machine)."""
+    judges, methods, data, splits = setup
+
+    class Clip(_FixedClip):
+        def clip_image_score(self, a, b):
+            return self.image_score(a, b)
+
+    class Dino:
+        def dino_image_score(self, a, b):
+            return torch.full((len(a),), 42.0)
+
+    class Inception:
+        def fid(self, a, b):
+            return 7.0
+
+    paper = {"clip_vit_h14": Clip(), "dinov2_large": Dino(), "lpips_vgg": lambda a, b: torch.full((len(a),), 0.5),
+             "inception_v3": Inception()}
+    full = Judges(judges.style_clf, judges.emoji_clf, judges.tinyclip, paper, judges.status)
+    inputs = evaluation.prepare(evaluation.test_inputs(tiny_stickers, data.samples, splits["sample"][:4]), full)
+    ref = inputs["reference_images"]
+    e = evaluation.score(ref, inputs, full)                         # Grd's outputs: the references
+    assert e["semantic"]["CIS"] == pytest.approx(100, abs=1e-3) and e["semantic"]["DIS"] == 42.0
+    assert e["style"]["LPIPS"] == 0.5 and e["FID"] == 7.0 and e["style"]["CS"] is not None
