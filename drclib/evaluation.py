@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from drclib.io import atomic_path
-from drclib.pipeline import ALPHAS, PersonalizationPipeline
+from drclib.pipeline import PersonalizationPipeline
 
 SWEEP_ALPHAS = (0.0, 0.5, 1.0)
 """The alpha_m grid of the evaluation's per-sample sweep: three points of the paper's
@@ -499,8 +499,7 @@ def check_invariants(results: dict) -> list[str]:
     - every column names its backend;
     - Grd (the reference itself) is at the maximum of semantic alignment (CIS_kit = 100);
     - Recon (the reference through the tokenizer) is above DRC in semantic alignment;
-    - rates lie in [0, 1] and the tokenizer ceiling is at most the real target in style accuracy
-      plus sampling noise is not checked (they are measured, not assumed).
+    - every ground-truth rate lies in [0, 1].
     """
     bad = []
     for col in COLUMN_BACKENDS:
@@ -572,7 +571,6 @@ def run(profile: str = "full", rows=None, *, n_samples: int | None = None, sweep
         judges: Judges | None = None) -> dict:
     """Evaluate the shipped checkpoints (every row of :data:`ROWS`, or ``rows``) on both splits
     of ``profile``'s data; resumable through ``out_dir`` (default ``runs/<profile>/evaluation``)."""
-    from drclib.backbone import sticker_codes  # noqa: F401  (warms the code cache used by loaders)
     from drclib.data import StickerSet, make_dataset
 
     stickers = StickerSet.load()

@@ -15,7 +15,6 @@ from drclib.data import make_dataset
 from drclib.evaluation import COLUMN_BACKENDS, EvalConfig, Judges, check_invariants, evaluate
 from drclib.metrics import StickerClassifier, StickerClassifierConfig
 from drclib.reproduce import training_steps
-from drclib.tinyclip import TinyCLIP, TinyCLIPConfig
 from tests.conftest import tiny_pipeline
 
 
