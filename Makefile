@@ -41,10 +41,7 @@ browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-browser-evaluation: setup
-	$(PY) -m drclib.evaluation --profile $(PROFILE) --out $(RUNS)/07_evaluation
-
-test: setup browser-deps
+browser-test: setup browser-deps
 	DRC_REQUIRE_BROWSER=1 $(PY) -m pytest tests/test_browser.py
 
 clean:
