@@ -410,6 +410,41 @@ def stage2_batch(samples, idx: np.ndarray, step: int, cfg: Stage2Config) -> dict
             "text": [str(t) for t in samples.text[idx]]}
 
 
+def _sft_loop(losses_of, samples, train_idx: np.ndarray, cfg: "Stage2Config", params, opt, holder, run_config: dict,
+              *, device: torch.device, checkpoint_dir, progress: bool, stop_after: int | None, name: str) -> dict:
+    """The supervised loop shared by DRC's stage 2 and the trained baselines: schedule, the
+    batches of :func:`stage2_batch`, ``losses_of(batch, n, autocast)`` (per-sample losses),
+    optimizer step, history, atomic resumable checkpoints."""
+    from tqdm.auto import tqdm
+
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "alpha_m": []}
+    step = 0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
+        step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=not progress)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    while step < end:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        idx = train_idx[_batch_indices(len(train_idx), cfg.batch_size, step, cfg.seed, 4)]
+        batch = stage2_batch(samples, idx, step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss = losses_of(batch, len(idx), autocast).mean()
+        _optimizer_step(loss, params, opt, step, name)
+        step += 1
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        history["lr"].append(opt.param_groups[0]["lr"])
+        history["alpha_m"].append(float(batch["alpha_m"].mean()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
+            save_training_state(checkpoint_dir, holder, opt, step, history, run_config)
+    bar.close()
+    return history
+
+
 def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: np.ndarray,
                  cfg: Stage2Config | None = None, *, device: str | torch.device = "cpu",
                  checkpoint_dir: str | Path | None = None, progress: bool = True,
@@ -423,8 +458,6 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     mask generator and the LMM's LoRA adapters train; the LMM's base weights do not.
     ``drc`` must carry a mask generator (:meth:`drclib.drc.DRC.from_stage1`).
     """
-    from tqdm.auto import tqdm
-
     from drclib.drc import hybrid_prompts, reconstruction_loss
 
     cfg = cfg or Stage2Config()
@@ -436,41 +469,21 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     device = torch.device(device)
     params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "drc": dict(vars(drc.config))}
-    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "alpha_m": []}
-    step = 0
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
-        step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="stage 2", disable=not progress)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     n_hist = samples.history.shape[1]
-    while step < end:
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        idx = train_idx[_batch_indices(len(train_idx), cfg.batch_size, step, cfg.seed, 4)]
-        batch = stage2_batch(samples, idx, step, cfg)
+
+    def losses_of(batch, n, autocast):
         hist = batch["history"].reshape(-1, 2)
         with torch.no_grad(), autocast:
-            e_hist = drc.image_tokens(lmm, codes[hist[:, 0], hist[:, 1]]).float().view(len(idx), n_hist, 64, -1)
+            e_hist = drc.image_tokens(lmm, codes[hist[:, 0], hist[:, 1]]).float().view(n, n_hist, 64, -1)
             e_ref = drc.image_tokens(lmm, codes[batch["reference"][:, 0], batch["reference"][:, 1]]).float()
         target = codes[batch["target"][:, 0], batch["target"][:, 1]].to(device)
-        opt.zero_grad(set_to_none=True)
         with autocast:
             z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device))
             prompt, mask = hybrid_prompts(lmm, z, batch["text"])
-            losses = reconstruction_loss(lmm, prompt, target, mask)
-        loss = losses.mean()
-        _optimizer_step(loss, params, opt, step, "stage-2")
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(loss.item())
-        history["lr"].append(opt.param_groups[0]["lr"])
-        history["alpha_m"].append(float(batch["alpha_m"].mean()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            save_training_state(checkpoint_dir, holder, opt, step, history, run_config)
-    bar.close()
+            return reconstruction_loss(lmm, prompt, target, mask)
+
+    history = _sft_loop(losses_of, samples, train_idx, cfg, params, opt, holder, run_config, device=device,
+                        checkpoint_dir=checkpoint_dir, progress=progress, stop_after=stop_after, name="stage 2")
     drc.eval()
     lmm.eval()
     return history
@@ -499,7 +512,6 @@ def train_baseline(prompter, lmm: PocketLMM, codes: torch.Tensor, samples, train
     instruction. ``cfg.augment=False`` is Pigeon's protocol (the target is its own reference);
     the commands use it for both baselines. Resumable like the DRC stages.
     """
-    from tqdm.auto import tqdm
 
     from drclib.drc import reconstruction_loss
 
@@ -512,39 +524,19 @@ def train_baseline(prompter, lmm: PocketLMM, codes: torch.Tensor, samples, train
     device = torch.device(device)
     params, opt, holder = _drc_trainables(prompter, lmm, cfg, device)
     run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "prompter": dict(vars(prompter.config))}
-    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "alpha_m": []}
-    step = 0
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
-        step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="baseline", disable=not progress)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    while step < end:
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        idx = train_idx[_batch_indices(len(train_idx), cfg.batch_size, step, cfg.seed, 4)]
-        batch = stage2_batch(samples, idx, step, cfg)
+
+    def losses_of(batch, n, autocast):
         hist, ref = batch["history"], batch["reference"]
         hist_mask = torch.from_numpy(hist[..., 0] >= 0)
         hist_codes = codes[hist[..., 0].clip(min=0), hist[..., 1].clip(min=0)]
         target = codes[batch["target"][:, 0], batch["target"][:, 1]].to(device)
-        opt.zero_grad(set_to_none=True)
         with autocast:
             prompt, mask = prompter.prompt(lmm, hist_codes, hist_mask, codes[ref[:, 0], ref[:, 1]], batch["text"],
                                            cfg.alpha_s, batch["alpha_m"].to(device))
-            losses = reconstruction_loss(lmm, prompt, target, mask)
-        loss = losses.mean()
-        _optimizer_step(loss, params, opt, step, "baseline")
-        step += 1
-        history["step"].append(step)
-        history["loss"].append(loss.item())
-        history["lr"].append(opt.param_groups[0]["lr"])
-        history["alpha_m"].append(float(batch["alpha_m"].mean()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
-            save_training_state(checkpoint_dir, holder, opt, step, history, run_config)
-    bar.close()
+            return reconstruction_loss(lmm, prompt, target, mask)
+
+    history = _sft_loop(losses_of, samples, train_idx, cfg, params, opt, holder, run_config, device=device,
+                        checkpoint_dir=checkpoint_dir, progress=progress, stop_after=stop_after, name="baseline")
     prompter.eval()
     lmm.eval()
     return history
