@@ -67,6 +67,23 @@ class DRCConfig:
     """What a tower sees of an image: ``"embeddings"``, E_x as the paper defines it (the LMM's
     embedding lookup of the visual codes), or ``"hidden"``, the frozen LMM's last hidden states
     over the image while it reads ``<bos> <img> codes </img>`` (see :meth:`DRC.image_tokens`)."""
+    stage1_form: str = "cross"
+    """How stage 1 builds the four instructions' tower features (eq. 1). ``"cross"`` is the
+    paper's form, ``F_s^sty = StyleTower(q=E_s, kv=E_a)``: every tower output is made of the
+    *anchor's* values (attention mixes the key/value image's tokens), so every one of the four
+    instructions, z(s,m) included, can reach the image it is asked to reconstruct. ``"self"``
+    uses the self-attention form of stage 2 and inference, ``F_s^sty = StyleTower(E_s, E_s)``,
+    ``F_m^sem = SemTower(E_m, E_m)`` (and ``F_a = Tower(E_a, E_a)``): z(s,m) then sees only the
+    positive-style and positive-semantic images, so reconstructing the anchor from it *is* the
+    composition task, style from one image and semantics from another."""
+    z_space: str = "free"
+    """Where the latent instruction lives. ``"free"``: any vector (layer-normalised, see
+    ``z_norm``); the LMM must learn to read it through its adapters. ``"words"``: each of the K
+    tokens is a convex combination (softmax) of the LMM's own word embeddings, so z is always a
+    "soft sentence" the frozen LMM already knows how to read, and the towers and fusion network
+    learn *which words* (style, emoji name) describe the image."""
+    n_words: int = 0
+    """``z_space="words"``: the size of the LMM's word vocabulary (set by :meth:`DRC.for_lmm`)."""
     mask_generator: bool = False
     """Stage 2: the model carries a :class:`~drclib.modules.MaskGenerator` (eqs. 5-7)."""
     max_history: int = 16
@@ -81,6 +98,12 @@ class DRCConfig:
             raise ValueError(f"tower must be one of {sorted(TOWERS)}, got {self.tower!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
+        if self.stage1_form not in ("cross", "self"):
+            raise ValueError(f"stage1_form must be 'cross' or 'self', got {self.stage1_form!r}")
+        if self.z_space not in ("free", "words"):
+            raise ValueError(f"z_space must be 'free' or 'words', got {self.z_space!r}")
+        if self.z_space == "words" and self.n_words < 1:
+            raise ValueError("z_space='words' needs n_words >= 1 (build the model with DRC.for_lmm(lmm, ...))")
         if self.features not in ("embeddings", "hidden"):
             raise ValueError(f"features must be 'embeddings' or 'hidden', got {self.features!r}")
         if self.dim < 1 or self.n_latent < 1 or self.heads < 1 or self.dim % self.heads:
@@ -116,9 +139,14 @@ class DRC(Pretrained):
         kw = dict(heads=config.heads, ffn_mult=config.ffn_mult, dropout=config.dropout)
         self.style_tower = sty_cls(config.dim, **kw)
         self.sem_tower = sem_cls(config.dim, **kw)
-        self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent, out_dim=config.dim, **kw)
+        words = config.z_space == "words"
+        self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent,
+                                             out_dim=config.n_words if words else config.dim, **kw)
         self.z_out = torch.nn.LayerNorm(config.dim)
         torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
+        if words:
+            # a copy of the LMM's word embeddings (filled by for_lmm, saved with the model)
+            self.register_buffer("word_embeddings", torch.zeros(config.n_words, config.dim))
         if config.mask_generator:
             self.masks = MaskGenerator(config.dim, heads=config.heads, ffn_mult=config.ffn_mult,
                                        max_history=config.max_history)
@@ -139,13 +167,27 @@ class DRC(Pretrained):
         return model.to(device)
 
     def fuse(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
-        """``z = FusionNetwork(F^sty, F^sem)``, scaled to the LMM's embedding length (``z_norm``)."""
-        return self.z_out(self.fusion(f_style, f_sem))
+        """``z = FusionNetwork(F^sty, F^sem)``, scaled to the LMM's embedding length (``z_norm``),
+        or, with ``z_space="words"``, softmax weights over the LMM's words times their embeddings."""
+        out = self.fusion(f_style, f_sem)
+        if self.config.z_space == "words":
+            weights = torch.softmax(out.float(), -1)
+            return (weights @ self.word_embeddings.float()).to(out.dtype)
+        return self.z_out(out)
 
     @classmethod
     def for_lmm(cls, lmm: PocketLMM, **changes) -> "DRC":
-        """A fresh DRC whose width matches ``lmm``."""
-        return cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
+        """A fresh DRC whose width matches ``lmm`` (with ``z_space="words"``, holding a copy of
+        its word embeddings)."""
+        first_word = lmm.visual_offset + lmm.config.n_visual
+        if changes.get("z_space") == "words":
+            changes.setdefault("n_words", lmm.config.vocab_size - first_word)
+        drc = cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
+        if drc.config.z_space == "words":
+            with torch.no_grad():
+                ids = torch.arange(first_word, lmm.config.vocab_size, device=lmm.device)
+                drc.word_embeddings.copy_(lmm.embed(ids).float().cpu())
+        return drc
 
     @property
     def device(self) -> torch.device:
@@ -174,14 +216,21 @@ class DRC(Pretrained):
 
     # ------------------------------------------------------------------ stage 1
     def stage1_features(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Eq. (1): the cross-attention tower features of a triplet, each ``[B, 64, d]``::
+        """Eq. (1): the tower features of a triplet, each ``[B, 64, d]``. In the paper's cross
+        form (``config.stage1_form == "cross"``)::
 
             F_a^sty = StyleTower(q=E_a, kv=E_s)    F_s^sty = StyleTower(q=E_s, kv=E_a)
             F_a^sem = SemTower(q=E_a, kv=E_m)      F_m^sem = SemTower(q=E_m, kv=E_a)
+
+        and in the self form (``"self"``, the form of stage 2 and inference) each image asks
+        itself: ``F_i^sty = StyleTower(E_i, E_i)``, ``F_j^sem = SemTower(E_j, E_j)``.
         """
         if not (e_a.shape == e_s.shape == e_m.shape):
             raise ValueError(f"anchor, positive-style and positive-semantic embeddings must have one shape, got "
                              f"{tuple(e_a.shape)}, {tuple(e_s.shape)}, {tuple(e_m.shape)}")
+        if self.config.stage1_form == "self":
+            return {"sty_a": self.style_tower(e_a, None), "sty_s": self.style_tower(e_s, None),
+                    "sem_a": self.sem_tower(e_a, None), "sem_m": self.sem_tower(e_m, None)}
         return {"sty_a": self.style_tower(e_a, e_s), "sty_s": self.style_tower(e_s, e_a),
                 "sem_a": self.sem_tower(e_a, e_m), "sem_m": self.sem_tower(e_m, e_a)}
 

@@ -855,7 +855,8 @@ def train_stage1_command(args) -> int:
     tokenizer = tok_mod.load_default(device=device)
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
-    drc = DRC.for_lmm(lmm, n_latent=args.n_latent, features=args.features, **VARIANTS[args.variant])
+    drc = DRC.for_lmm(lmm, n_latent=args.n_latent, features=args.features, stage1_form=args.form,
+                      z_space=args.z_space, **VARIANTS[args.variant])
     cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank)
     t0 = time.perf_counter()
@@ -1102,6 +1103,11 @@ def main(argv: list[str] | None = None) -> int:
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
     s1.add_argument("--features", choices=["embeddings", "hidden"], default="embeddings",
                     help="what the towers read: the LMM's embedding lookup E_x, or its hidden states")
+    s1.add_argument("--form", choices=["cross", "self"], default="cross",
+                    help="tower form in stage 1: the paper's cross form (q from one image, k/v from the other) "
+                         "or the self form of inference")
+    s1.add_argument("--z-space", choices=["free", "words"], default="free",
+                    help="z as free vectors, or as soft mixtures of the LMM's word embeddings")
     s1.add_argument("--lora-rank", type=int, default=8, help="0: frozen LMM; > 0: LoRA adapters train too")
     s1.add_argument("--profile", default="full", help="whose triplets to train on")
     s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")

@@ -67,6 +67,54 @@ def test_instructions_differ_by_their_sources(lmm, codes, triplets):
     assert not torch.allclose(zs["aa"], zs["sm"])
 
 
+def test_stage1_form_decides_whether_z_sm_sees_the_anchor(lmm, codes, triplets):
+    """In the paper's cross form every tower output is built from the anchor's values, so even
+    z(s,m) changes with the anchor; in the self form z(s,m) depends on x_s and x_m only, and
+    equals the inference-time composition of the two."""
+    e = [emb(lmm, codes, c[:3]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    other_anchor = emb(lmm, codes, triplets.anchor[3:6])
+    cross = DRC.for_lmm(lmm, n_latent=4).eval()
+    self_form = DRC.for_lmm(lmm, n_latent=4, stage1_form="self").eval()
+    self_form.load_state_dict(cross.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(cross.stage1_instructions(*e)["sm"],
+                                  cross.stage1_instructions(other_anchor, e[1], e[2])["sm"])
+        z = self_form.stage1_instructions(*e)
+        torch.testing.assert_close(z["sm"], self_form.stage1_instructions(other_anchor, e[1], e[2])["sm"])
+        torch.testing.assert_close(z["sm"], self_form.instruction(e[1], e[2]))
+        torch.testing.assert_close(z["aa"], self_form.instruction(e[0], e[0]))
+    with pytest.raises(ValueError, match="stage1_form"):
+        DRCConfig(stage1_form="diagonal")
+
+
+def test_words_space_z_is_a_soft_sentence(lmm, codes, triplets, tmp_path):
+    """z_space="words": every latent token is a convex combination of the LMM's word
+    embeddings (never a visual code or a special token), gradients reach the towers, and the
+    copy of the word table survives save/load."""
+    drc = DRC.for_lmm(lmm, n_latent=4, z_space="words")
+    first_word = lmm.visual_offset + lmm.config.n_visual
+    words = lmm.embed(torch.arange(first_word, lmm.config.vocab_size)).detach()
+    assert drc.config.n_words == len(words)
+    torch.testing.assert_close(drc.word_embeddings, words)
+    e = [emb(lmm, codes, c[:3]).detach() for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    z = drc.stage1_instructions(*e)["sm"]
+    assert z.shape == (3, 4, 32)
+    f_sty, f_sem = drc.style_tower(e[1], None), drc.sem_tower(e[2], None)
+    weights = torch.softmax(drc.fusion(f_sty, f_sem), -1)          # one distribution over words per token
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4))
+    torch.testing.assert_close(drc.fuse(f_sty, f_sem), weights @ words, atol=1e-5, rtol=1e-4)
+    z.sum().backward()
+    assert drc.sem_tower.attn.attn.in_proj_weight.grad.abs().sum() > 0
+    drc.save_pretrained(tmp_path / "w")
+    back = DRC.from_pretrained(tmp_path / "w")
+    assert back.config.z_space == "words"
+    torch.testing.assert_close(back.word_embeddings, words)
+    with pytest.raises(ValueError, match="n_words"):
+        DRCConfig(z_space="words")
+    with pytest.raises(ValueError, match="z_space"):
+        DRCConfig(z_space="pixels")
+
+
 def test_composition_self_and_cross_and_history(lmm, codes, triplets):
     drc = DRC.for_lmm(lmm, n_latent=4).eval()
     a, b = emb(lmm, codes, triplets.anchor[:2]), emb(lmm, codes, triplets.pos_sem[:2])
