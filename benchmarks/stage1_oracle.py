@@ -1,0 +1,73 @@
+"""Stage 1 with an oracle semantic feature: is the missing content a recognition problem?
+(prints figures; not a test, not a model the kit ships)
+
+    python benchmarks/stage1_oracle.py [--steps 600] [--z-space free|words] [--pairs 100] [--threads N]
+
+Every image the towers see gets its emoji's *name* added on all 64 tokens: the mean of the
+LMM's word embeddings of the name, times 3 (the towers' layer norms rescale it). The towers
+then need not recognise the emoji from pixel-patch tokens; they only have to pass the name on.
+Everything else is the stage-1 recipe in the self form (``DRCConfig(stage1_form="self")``),
+K = 16. Prints the final running losses, then the redraws of held-out anchors and the swap test
+(``drclib.drc.evaluate_stage1``, ``--pairs`` held-out pairs and triplets).
+
+If the emoji of B comes through here and not in the shipped models, the bottleneck is
+recognising content from E_x; if it does not come through here either, it is the LMM's
+reading of z (RESULTS.md section 3, "What was tried").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--z-space", choices=["free", "words"], default="free")
+    ap.add_argument("--pairs", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+
+    from drclib import metrics
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
+    from drclib.data import StickerSet, make_dataset
+    from drclib.drc import DRC, evaluate_stage1, heldout_triplets, swap_pairs
+    from drclib.train import Stage1Config, train_stage1
+
+    stickers = StickerSet.load()
+    lmm = PocketLMM.from_pretrained(default_checkpoint_dir())
+    tok = tok_mod.load_default()
+    codes = sticker_codes(tok, stickers)
+    with torch.no_grad():
+        name_emb = torch.stack([lmm.embed(torch.tensor(lmm.text_ids(n))).mean(0) for n in stickers.names])
+    emoji_of = {tuple(codes[s, e].tolist()): e for s in range(codes.shape[0]) for e in range(codes.shape[1])}
+
+    class Oracle(DRC):
+        @torch.no_grad()
+        def image_tokens(self, lmm, c):
+            e = super().image_tokens(lmm, c)
+            ids = torch.tensor([emoji_of[tuple(r.tolist())] for r in torch.as_tensor(c).cpu()])
+            return e + 3.0 * name_emb[ids][:, None].to(e.device, e.dtype)
+
+    model = Oracle.for_lmm(lmm, stage1_form="self", z_space=args.z_space)
+    t0 = time.perf_counter()
+    history = train_stage1(model, lmm, codes, make_dataset(stickers, "full", seed=0).triplets,
+                           Stage1Config(steps=args.steps), progress=False)
+    print(f"trained {args.steps} steps in {(time.perf_counter() - t0) / 60:.1f} min; final running losses",
+          {c: round(history["l_" + c][-1], 3) for c in ("aa", "am", "sa", "sm")}, flush=True)
+    ev = evaluate_stage1(model, lmm, tok, metrics.load_default("style_classifier"),
+                         metrics.load_default("emoji_classifier"), codes,
+                         triplets=heldout_triplets(stickers, args.pairs), pairs=swap_pairs(stickers, args.pairs))
+    print(json.dumps({k: ev[k] for k in ("combinations", "swap")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
