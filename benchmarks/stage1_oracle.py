@@ -33,7 +33,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    from drclib.runtime import pick_device
+
+    pick_device("cpu")          # also flushes denormal floats (2-4x faster on this CPU)
 
     from drclib import metrics
     from drclib import tokenizer as tok_mod

@@ -142,11 +142,12 @@ class DRC(Pretrained):
         words = config.z_space == "words"
         self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent,
                                              out_dim=config.n_words if words else config.dim, **kw)
-        self.z_out = torch.nn.LayerNorm(config.dim)
-        torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
         if words:
             # a copy of the LMM's word embeddings (filled by for_lmm, saved with the model)
             self.register_buffer("word_embeddings", torch.zeros(config.n_words, config.dim))
+        else:
+            self.z_out = torch.nn.LayerNorm(config.dim)
+            torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
         if config.mask_generator:
             self.masks = MaskGenerator(config.dim, heads=config.heads, ffn_mult=config.ffn_mult,
                                        max_history=config.max_history)
