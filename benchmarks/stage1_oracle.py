@@ -1,13 +1,15 @@
 """Stage 1 with an oracle semantic feature: is the missing content a recognition problem?
 (prints figures; not a test, not a model the kit ships)
 
-    python benchmarks/stage1_oracle.py [--steps 600] [--z-space free|words] [--pairs 100] [--threads N]
+    python benchmarks/stage1_oracle.py [--steps 600] [--z-space free|words] [--caption-weight W]
+                                       [--pairs 100] [--threads N]
 
 Every image the towers see gets its emoji's *name* added on all 64 tokens: the mean of the
 LMM's word embeddings of the name, times 3 (the towers' layer norms rescale it). The towers
 then need not recognise the emoji from pixel-patch tokens; they only have to pass the name on.
 Everything else is the stage-1 recipe in the self form (``DRCConfig(stage1_form="self")``),
-K = 16. Prints the final running losses, then the redraws of held-out anchors and the swap test
+K = 16 (``--caption-weight W > 0``: plus the kit's caption anchor, which needs
+``--z-space words``). Prints the final running losses, then the redraws of held-out anchors and the swap test
 (``drclib.drc.evaluate_stage1``, ``--pairs`` held-out pairs and triplets).
 
 If the emoji of B comes through here and not in the shipped models, the bottleneck is
@@ -28,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--z-space", choices=["free", "words"], default="free")
+    ap.add_argument("--caption-weight", type=float, default=0.0)
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
@@ -41,7 +44,7 @@ def main() -> None:
     from drclib import tokenizer as tok_mod
     from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet, make_dataset
-    from drclib.drc import DRC, evaluate_stage1, heldout_triplets, swap_pairs
+    from drclib.drc import DRC, caption_words, evaluate_stage1, heldout_triplets, swap_pairs
     from drclib.train import Stage1Config, train_stage1
 
     stickers = StickerSet.load()
@@ -62,9 +65,18 @@ def main() -> None:
     model = Oracle.for_lmm(lmm, stage1_form="self", z_space=args.z_space)
     t0 = time.perf_counter()
     history = train_stage1(model, lmm, codes, make_dataset(stickers, "full", seed=0).triplets,
-                           Stage1Config(steps=args.steps), progress=False)
+                           Stage1Config(steps=args.steps, caption_weight=args.caption_weight), progress=False,
+                           captions=caption_words(lmm, stickers, 16) if args.caption_weight > 0 else None)
     print(f"trained {args.steps} steps in {(time.perf_counter() - t0) / 60:.1f} min; final running losses",
           {c: round(history["l_" + c][-1], 3) for c in ("aa", "am", "sa", "sm")}, flush=True)
+    if args.caption_weight > 0:
+        print(f"caption anchor loss, mean of the last 50 steps: {sum(history['caption'][-50:]) / 50:.3f}")
+        held = heldout_triplets(stickers, 3)
+        with torch.no_grad():
+            said = model.read_words(lmm, model.image_tokens(lmm, codes[held.pos_style[:, 0], held.pos_style[:, 1]]),
+                                    model.image_tokens(lmm, codes[held.pos_sem[:, 0], held.pos_sem[:, 1]]))
+        for (s, e), words in zip(held.anchor, said):
+            print(f"held-out z(s,m) says: {' '.join(words)!r}  (anchor: {stickers.names[e]} in {stickers.styles[s]} style)")
     ev = evaluate_stage1(model, lmm, tok, metrics.load_default("style_classifier"),
                          metrics.load_default("emoji_classifier"), codes,
                          triplets=heldout_triplets(stickers, args.pairs), pairs=swap_pairs(stickers, args.pairs))

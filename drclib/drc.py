@@ -15,6 +15,7 @@ eq. (4) p(z) = l(z) / sum l(z')        :func:`importance_probabilities` (+ :clas
 composition (self-attention form)      :meth:`DRC.instruction`
 eqs. (5)-(8) masks, pooling, z~        :meth:`DRC.user_instruction` (+ :class:`~drclib.modules.MaskGenerator`)
 eq. (9) L_sft                          :func:`reconstruction_loss` after :func:`hybrid_prompts`
+(not in the paper) caption anchor      :func:`caption_anchor_loss` (+ :func:`caption_words`)
 =====================================  ======================================================
 
 The LMM is not part of this module's weights: DRC learns to *write instructions* in the
@@ -167,13 +168,18 @@ class DRC(Pretrained):
         model.training_info = {"stage1": stage1.training_info}
         return model.to(device)
 
-    def fuse(self, f_style: torch.Tensor, f_sem: torch.Tensor) -> torch.Tensor:
+    def fuse(self, f_style: torch.Tensor, f_sem: torch.Tensor, *, return_logits: bool = False):
         """``z = FusionNetwork(F^sty, F^sem)``, scaled to the LMM's embedding length (``z_norm``),
-        or, with ``z_space="words"``, softmax weights over the LMM's words times their embeddings."""
+        or, with ``z_space="words"``, softmax weights over the LMM's words times their embeddings.
+        ``return_logits`` (words only) also returns those weights' logits ``[B, K, n_words]``:
+        which word each latent token leans to (see :func:`caption_anchor_loss`, :meth:`read_words`)."""
         out = self.fusion(f_style, f_sem)
         if self.config.z_space == "words":
             weights = torch.softmax(out.float(), -1)
-            return (weights @ self.word_embeddings.float()).to(out.dtype)
+            z = (weights @ self.word_embeddings.float()).to(out.dtype)
+            return (z, out) if return_logits else z
+        if return_logits:
+            raise ValueError("word logits exist only for z_space='words'; this model's z is free")
         return self.z_out(out)
 
     @classmethod
@@ -236,17 +242,30 @@ class DRC(Pretrained):
                 "sem_a": self.sem_tower(e_a, e_m), "sem_m": self.sem_tower(e_m, e_a)}
 
     def stage1_instructions(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor,
-                            combinations=COMBINATIONS) -> dict[str, torch.Tensor]:
+                            combinations=COMBINATIONS, *, return_logits: bool = False) -> dict:
         """Eq. (2): ``z_(i,j) = FusionNetwork(F_i^sty, F_j^sem)`` for i in {a, s}, j in {a, m}.
         Returns ``{"aa": z, "am": z, "sa": z, "sm": z}``, each ``[B, K, d]``; every one of them
-        is trained to reconstruct the anchor."""
+        is trained to reconstruct the anchor. With ``return_logits`` (``z_space="words"``) each
+        value is a pair ``(z, word_logits)``."""
         f = self.stage1_features(e_a, e_s, e_m)
         out = {}
         for c in combinations:
             if c not in COMBINATIONS:
                 raise ValueError(f"unknown combination {c!r}: use some of {COMBINATIONS}")
-            out[c] = self.fuse(f["sty_" + c[0]], f["sem_" + c[1]])
+            out[c] = self.fuse(f["sty_" + c[0]], f["sem_" + c[1]], return_logits=return_logits)
         return out
+
+    @torch.no_grad()
+    def read_words(self, lmm: PocketLMM, e_style: torch.Tensor, e_sem: torch.Tensor) -> list[list[str]]:
+        """What a words-space instruction "says": for each of the K latent tokens of the composed
+        instruction (self form, as :meth:`instruction`), the word it leans to most. A window
+        into z for ``z_space="words"`` models, e.g. ``['a', 'sticker', 'of', 'cat', ...]``."""
+        if self.config.z_space != "words":
+            raise ValueError("read_words needs a z_space='words' model; a free z is not made of words")
+        f_sty = self.style_features(e_style, None)
+        _, logits = self.fuse(f_sty, self.sem_tower(e_sem, None), return_logits=True)
+        first_word = lmm.visual_offset + lmm.config.n_visual
+        return [lmm.describe_ids((row + first_word).tolist()) for row in logits.argmax(-1).cpu()]
 
     # ------------------------------------------------------------------ composition
     def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None,
@@ -383,6 +402,54 @@ def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torc
     pred = logits[:, -n - 1:-1].float()        # the position before each code predicts it
     nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
     return nll.view(b, n).mean(1)
+
+
+def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
+    """The caption of every cell as indices into the LMM's word table (what a words-space z is
+    made of): ``[n_styles, n_emoji, n_latent]``, right-aligned, ``-100`` before the caption.
+
+    Right-aligned because names have one to eight words: so the style word always sits in the
+    same latent token (the third from the end) and the caption ends just before ``<img>``, as
+    in the LMM's pretraining sequences. For :func:`caption_anchor_loss`; a caption longer than
+    ``n_latent`` words is an error."""
+    from drclib.backbone import sticker_caption
+
+    first_word = lmm.visual_offset + lmm.config.n_visual
+    out = torch.full((len(stickers.styles), len(stickers.names), n_latent), -100, dtype=torch.long)
+    for si, style in enumerate(stickers.styles):
+        for ei, name in enumerate(stickers.names):
+            ids = lmm.text_ids(sticker_caption(name, style))
+            if len(ids) > n_latent:
+                raise ValueError(f"the caption of ({style}, {name}) has {len(ids)} words but z has only "
+                                 f"{n_latent} tokens: raise n_latent")
+            out[si, ei, n_latent - len(ids):] = torch.tensor(ids) - first_word
+    return out
+
+
+def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+    """The kit's caption anchor (not in the paper), per sample ``[B]``: cross-entropy between
+    the last tokens of a words-space instruction and the words of the anchor's caption,
+    ``-(1/L) sum_k log softmax(logits_k)[w_k]`` over the caption's L words ``w_k`` (``caption``
+    ``[B, K']`` word indices, ``-100`` = no target, as :func:`caption_words` makes them).
+
+    Why: stage 1's only signal, eq. (3), reaches z through the LMM, and a pocket LMM does not
+    learn to read content out of a fresh z within a CPU budget (RESULTS.md section 3). The
+    anchor tells the towers and the fusion network *what* z should say: every one of the four
+    instructions reconstructs the anchor, so every one should name the anchor's style and
+    emoji, in words the frozen LMM already reads; z(s,m) can only do so by taking the style
+    from x_s and the emoji from x_m. The tokens after the caption stay free, and eq. (3)
+    still shapes all of them. ``caption`` is aligned with z's *last* tokens (as
+    :func:`caption_words` right-aligns it)."""
+    if word_logits.ndim != 3 or caption.ndim != 2 or caption.shape[0] != word_logits.shape[0]:
+        raise ValueError(f"word_logits must be [B, K, n_words] and caption [B, L], got {tuple(word_logits.shape)} "
+                         f"and {tuple(caption.shape)}")
+    if caption.shape[1] > word_logits.shape[1]:
+        raise ValueError(f"captions of {caption.shape[1]} slots run past z's {word_logits.shape[1]} tokens")
+    tgt = caption.to(word_logits.device)
+    ce = F.cross_entropy(word_logits[:, -tgt.shape[1]:].float().transpose(1, 2), tgt, ignore_index=-100,
+                         reduction="none")
+    counted = (tgt != -100).sum(1).clamp(min=1)
+    return ce.sum(1) / counted
 
 
 def importance_probabilities(losses: torch.Tensor) -> torch.Tensor:
@@ -622,5 +689,6 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
 
 
 __all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts",
-           "reconstruction_loss", "importance_probabilities", "ImportanceSampler", "generate_codes",
+           "reconstruction_loss", "caption_words", "caption_anchor_loss", "importance_probabilities",
+           "ImportanceSampler", "generate_codes",
            "heldout_triplets", "swap_pairs", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

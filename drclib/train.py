@@ -280,6 +280,10 @@ class Stage1Config:
     The kit trains them (rank 8): in 300-step pilots a frozen LMM reached 3.6 nats per code,
     with adapters 2.9; the base weights never change either way."""
     lora_alpha: int = 16
+    caption_weight: float = 0.0
+    """0: the paper's stage 1, eq. (3) alone. > 0 (the kit's caption anchor, not in the paper):
+    add this times :func:`drclib.drc.caption_anchor_loss` of all four instructions against
+    the anchor's caption; needs a ``z_space="words"`` model and the captions."""
     seed: int = 0
     bf16: bool = True
     checkpoint_every: int = 100
@@ -287,6 +291,8 @@ class Stage1Config:
     def __post_init__(self):
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.caption_weight < 0:
+            raise ValueError(f"caption_weight must be >= 0, got {self.caption_weight}")
         if self.importance not in ("difficulty", "uniform"):
             raise ValueError(f"importance must be 'difficulty' or 'uniform', got {self.importance!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -295,7 +301,8 @@ class Stage1Config:
 
 def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1Config | None = None, *,
                  device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
-                 progress: bool = True, stop_after: int | None = None) -> dict:
+                 progress: bool = True, stop_after: int | None = None,
+                 captions: torch.Tensor | None = None) -> dict:
     """Stage 1 of DRC: teach the towers and the fusion network to write instructions that make
     the frozen LMM reconstruct the anchor (``L_recon``, eqs. 2-4).
 
@@ -306,22 +313,32 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     The LMM's weights do not change (gradients flow through it into z); with
     ``cfg.lora_rank > 0`` LoRA adapters are added to it (if it has none) and train with the DRC.
 
-    Returns the history: ``loss``, per-combination running losses ``l_aa`` ... and
-    probabilities ``p_aa`` ..., ``lr``, and ``sampler`` (the sampler's state, for resuming).
+    With ``cfg.caption_weight > 0`` the loss also has the kit's caption anchor
+    (:func:`drclib.drc.caption_anchor_loss`): ``captions`` ``[n_styles, n_emoji, K]`` are the
+    cells' captions as word indices (:func:`drclib.drc.caption_words`).
+
+    Returns the history: ``loss`` (eq. 3's, of the drawn instructions), per-combination running
+    losses ``l_aa`` ... and probabilities ``p_aa`` ..., ``caption`` (the anchor's loss, when it
+    is on), ``lr``, and ``sampler`` (the sampler's state, for resuming).
     """
     from tqdm.auto import tqdm
 
-    from drclib.drc import COMBINATIONS, ImportanceSampler, hybrid_prompt, reconstruction_loss
+    from drclib.drc import COMBINATIONS, ImportanceSampler, caption_anchor_loss, hybrid_prompt, reconstruction_loss
 
     cfg = cfg or Stage1Config()
     if len(triplets) == 0:
         raise ValueError("no triplets to train on: build them with drclib.data.make_dataset (n_triplets > 0)")
+    anchored = cfg.caption_weight > 0
+    if anchored and drc.config.z_space != "words":
+        raise ValueError("the caption anchor (caption_weight > 0) names words: build the model with z_space='words'")
+    if anchored and captions is None:
+        raise ValueError("caption_weight > 0 needs the captions: pass captions=drclib.drc.caption_words(lmm, stickers, K)")
     device = torch.device(device)
     params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     sampler = ImportanceSampler(len(COMBINATIONS), uniform=cfg.importance == "uniform", momentum=cfg.momentum)
     run_config = {k: v for k, v in vars(cfg).items()} | {"n_triplets": int(len(triplets)),
                                                           "drc": dict(vars(drc.config))}
-    history: dict[str, list] = {"step": [], "loss": [], "lr": []}
+    history: dict[str, list] = {"step": [], "loss": [], "lr": []} | ({"caption": []} if anchored else {})
     for c in COMBINATIONS:
         history["l_" + c], history["p_" + c] = [], []
     step = 0
@@ -343,16 +360,22 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
         which = sampler.sample(len(idx), gen).to(device)
         opt.zero_grad(set_to_none=True)
         with autocast:
-            zs = drc.stage1_instructions(e["a"], e["s"], e["m"])
+            zs = drc.stage1_instructions(e["a"], e["s"], e["m"], return_logits=anchored)
+            if anchored:
+                words = captions[cells["a"][idx, 0], cells["a"][idx, 1]].to(device)
+                anchor = torch.stack([caption_anchor_loss(zs[c][1], words) for c in COMBINATIONS]).mean()
+                zs = {c: v[0] for c, v in zs.items()}
             z = torch.stack([zs[c] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
             losses = reconstruction_loss(lmm, hybrid_prompt(lmm, z), target)
         loss = losses.mean()
-        _optimizer_step(loss, params, opt, step, "stage-1")
+        _optimizer_step(loss + cfg.caption_weight * anchor if anchored else loss, params, opt, step, "stage-1")
         sampler.update(which, losses)
         step += 1
         probs = sampler.probabilities()
         history["step"].append(step)
         history["loss"].append(loss.item())
+        if anchored:
+            history["caption"].append(anchor.item())
         history["lr"].append(opt.param_groups[0]["lr"])
         for i, c in enumerate(COMBINATIONS):
             history["l_" + c].append(float(sampler.running[i]))
@@ -743,6 +766,12 @@ def _stage1_card(variant: str, config: dict, info: dict) -> str:
              "- Final running losses (nats per visual token): "
              + ", ".join(f"{LABELS[c]} {info.get('final_losses', {}).get(c, float('nan')):.3f}" for c in COMBINATIONS),
              ""]
+    if s1.get("caption_weight") or config.get("stage1_form") == "self":
+        lines[-1:-1] = [f"- Recipe (the kit's, not only the paper's): towers in the {config.get('stage1_form')} form "
+                        f"during stage 1, z in the `{config.get('z_space')}` space"
+                        + (f", caption anchor (`drclib.drc.caption_anchor_loss`) with weight {s1['caption_weight']}, "
+                           f"final anchor loss {info.get('final_caption_loss', float('nan')):.3f} nats per word"
+                           if s1.get("caption_weight") else "") + "."]
     if ev:
         lines += [f"Measured with `{ev.get('command', '?')}` (greedy generation, judged by the kit's style and "
                   "emoji classifiers).", "",
@@ -795,9 +824,11 @@ ABLATION_NAMES = {"drc": "DRC", "uniform": "w/o importance sampling", "concat": 
                   "mlp": "w/o attention"}
 
 
-def stage1_table(variants=("drc", "uniform", "concat", "mlp"), references: bool = False, n_pairs: int = 300) -> str:
-    """The ablation table (the paper's Table 3 on the swap test) from the shipped stage-1 cards,
-    as markdown: swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors.
+def stage1_table(variants=("drc", "uniform", "concat", "mlp"), references: bool = False, n_pairs: int = 300,
+                 root: str | Path | None = None) -> str:
+    """The ablation table (the paper's Table 3 on the swap test) from the stage-1 cards in
+    ``root/<variant>`` (default: the shipped ones, ``data/checkpoints/stage1``), as markdown:
+    swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors.
     ``references=True`` adds the reference rows of :func:`drclib.drc.swap_reference_rows` on the
     same pairs (computed here: the real target, the tokenizer ceiling, the LMM asked in words,
     copying B)."""
@@ -807,7 +838,7 @@ def stage1_table(variants=("drc", "uniform", "concat", "mlp"), references: bool 
              "emoji of A (collapse) | z(s,m) redraws anchor: style | emoji top-1 | both | training |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
-        folder = default_stage1_dir(v)
+        folder = Path(root) / v if root is not None else default_stage1_dir(v)
         if not (folder / "config.json").is_file():
             lines.append(f"| {ABLATION_NAMES[v]} | not shipped | | | | | | | | | |")
             continue
@@ -842,7 +873,7 @@ def train_stage1_command(args) -> int:
     from drclib import tokenizer as tok_mod
     from drclib.backbone import default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet, make_dataset
-    from drclib.drc import COMBINATIONS, DRC, VARIANTS, lmm_fingerprint
+    from drclib.drc import COMBINATIONS, DRC, VARIANTS, caption_words, lmm_fingerprint
     from drclib.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
@@ -858,15 +889,19 @@ def train_stage1_command(args) -> int:
     drc = DRC.for_lmm(lmm, n_latent=args.n_latent, features=args.features, stage1_form=args.form,
                       z_space=args.z_space, **VARIANTS[args.variant])
     cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank)
+                       importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank,
+                       caption_weight=args.caption_weight)
+    captions = caption_words(lmm, stickers, args.n_latent) if cfg.caption_weight > 0 else None
     t0 = time.perf_counter()
-    history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir)
+    history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir,
+                           captions=captions)
     minutes = (time.perf_counter() - t0) / 60
     out = Path(args.out or default_stage1_dir(args.variant))
     info = {"variant": args.variant, "command": "python -m drclib.train " + " ".join(sys.argv[1:]),
             "train_minutes": round(minutes, 2), "machine": _machine(device), "lmm": lmm_fingerprint(lmm_folder),
             "stage1": vars(cfg) | {"n_triplets": len(data.triplets), "profile": args.profile},
             "final_losses": {c: history["l_" + c][-1] for c in COMBINATIONS},
+            **({"final_caption_loss": float(np.mean(history["caption"][-50:]))} if cfg.caption_weight > 0 else {}),
             "history": {k: _downsample(v) for k, v in history.items() if k != "sampler"}}
     if cfg.lora_rank:
         lmm.cpu().save_lora(out / "lora", dtype=torch.float16)
@@ -1109,6 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
     s1.add_argument("--z-space", choices=["free", "words"], default="free",
                     help="z as free vectors, or as soft mixtures of the LMM's word embeddings")
     s1.add_argument("--lora-rank", type=int, default=8, help="0: frozen LMM; > 0: LoRA adapters train too")
+    s1.add_argument("--caption-weight", type=float, default=0.0,
+                    help="> 0: add the kit's caption anchor (not in the paper) with this weight; needs --z-space words")
     s1.add_argument("--profile", default="full", help="whose triplets to train on")
     s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")
     s1.add_argument("--seed", type=int, default=0)
@@ -1163,6 +1200,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(DRC and its ablations) as markdown; --references adds the reference rows.")
     st.add_argument("--references", action="store_true",
                     help="also score the real target, the tokenizer ceiling, the LMM asked in words and copying B")
+    st.add_argument("--root", default=None,
+                    help="read <root>/<variant> instead of data/checkpoints/stage1/<variant>")
     st.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.what == "stage2":
@@ -1172,7 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "stage1-table":
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(stage1_table(references=args.references))
+        print(stage1_table(references=args.references, root=args.root))
         return 0
     if args.what == "stage1":
         return train_stage1_command(args)

@@ -9,8 +9,8 @@ import torch
 from drclib.backbone import BOS, PocketLMM
 from drclib.checkpoint import CheckpointError
 from drclib.data.users import Triplets
-from drclib.drc import (COMBINATIONS, DRC, HYBRID_PROMPT, DRCConfig, ImportanceSampler, generate_codes,
-                        heldout_triplets, hybrid_prompt, importance_probabilities, reconstruction_loss, swap_pairs,
+from drclib.drc import (COMBINATIONS, DRC, HYBRID_PROMPT, DRCConfig, ImportanceSampler, caption_anchor_loss,
+                        caption_words, generate_codes, heldout_triplets, hybrid_prompt, importance_probabilities, reconstruction_loss, swap_pairs,
                         swap_rates)
 from drclib.train import Stage1Config, train_stage1
 
@@ -113,6 +113,72 @@ def test_words_space_z_is_a_soft_sentence(lmm, codes, triplets, tmp_path):
         DRCConfig(z_space="words")
     with pytest.raises(ValueError, match="z_space"):
         DRCConfig(z_space="pixels")
+
+
+def test_caption_words_and_the_anchor_loss(lmm, tiny_stickers):
+    """caption_words spells every cell's caption in word-table indices (-100 after its end);
+    caption_anchor_loss is the mean cross-entropy over the caption's words only, near 0 when
+    the logits point at the caption, and it refuses captions longer than z."""
+    from drclib.backbone import sticker_caption
+
+    first_word = lmm.visual_offset + lmm.config.n_visual
+    words = caption_words(lmm, tiny_stickers, 16)
+    assert words.shape == (len(tiny_stickers.styles), tiny_stickers.n_emoji, 16)
+    row = words[2, 5]
+    spelled = lmm.decode_text((row[row != -100] + first_word).tolist())
+    assert spelled == lmm.decode_text(lmm.text_ids(sticker_caption(tiny_stickers.names[5], tiny_stickers.styles[2])))
+    n = int((row != -100).sum())
+    assert (row[:16 - n] == -100).all() and (row[16 - n:] != -100).all()        # right-aligned
+    with pytest.raises(ValueError, match="raise n_latent"):
+        caption_words(lmm, tiny_stickers, 3)
+
+    caption = words[0, :4]
+    logits = torch.randn(4, 16, words.max().item() + 5, requires_grad=True)
+    loss = caption_anchor_loss(logits, caption)
+    n = (caption != -100).sum(1)
+    manual = torch.stack([torch.nn.functional.cross_entropy(logits[i, 16 - n[i]:], caption[i, 16 - n[i]:])
+                          for i in range(4)])
+    torch.testing.assert_close(loss, manual)
+    loss.sum().backward()
+    free = caption == -100                      # the tokens before the caption get no gradient from the anchor
+    assert free.any() and logits.grad[free].abs().sum() == 0 and logits.grad[~free].abs().sum() > 0
+    sharp = torch.full_like(logits, -30.0)
+    sharp.scatter_(2, caption.clamp(min=0)[..., None], 30.0)
+    assert caption_anchor_loss(sharp, caption).max() < 1e-6
+    with pytest.raises(ValueError, match="must be"):
+        caption_anchor_loss(logits[0], caption)
+    with pytest.raises(ValueError, match="run past"):
+        caption_anchor_loss(logits[:, :3], caption)
+    short = caption_words(lmm, tiny_stickers, 14)[0, :4]      # fewer slots than z has tokens: z's last 14
+    torch.testing.assert_close(caption_anchor_loss(logits, short), caption_anchor_loss(logits[:, 2:], short))
+
+
+def test_stage1_with_the_caption_anchor_learns_to_name_the_anchor(lmm, codes, triplets, tiny_stickers):
+    """caption_weight > 0: the anchor loss is recorded and falls, z(s,m) learns to spell the
+    anchor's caption (style from x_s, emoji from x_m), read_words shows it; the anchor needs a
+    words-space model and the captions."""
+    import copy
+
+    words = caption_words(lmm, tiny_stickers, 16)
+    torch.manual_seed(0)
+    drc = DRC.for_lmm(lmm, n_latent=16, z_space="words", stage1_form="self")
+    own = copy.deepcopy(lmm)
+    cfg = Stage1Config(steps=40, batch_size=8, lr=3e-3, warmup=2, caption_weight=1.0, lora_rank=0, bf16=False)
+    hist = train_stage1(drc, own, codes, triplets, cfg, progress=False, captions=words)
+    assert len(hist["caption"]) == 40
+    assert np.mean(hist["caption"][-5:]) < 0.7 * np.mean(hist["caption"][:5])
+    e = [emb(own, codes, c[:2]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    said = drc.read_words(own, e[1], e[2])
+    assert len(said) == 2 and all(len(s) == 16 for s in said)
+    with pytest.raises(ValueError, match="z_space='words'"):
+        train_stage1(DRC.for_lmm(lmm, n_latent=16), copy.deepcopy(lmm), codes, triplets, cfg, progress=False,
+                     captions=words)
+    with pytest.raises(ValueError, match="needs the captions"):
+        train_stage1(drc, own, codes, triplets, cfg, progress=False)
+    with pytest.raises(ValueError, match="free"):
+        DRC.for_lmm(lmm, n_latent=4).read_words(lmm, e[1], e[2])
+    with pytest.raises(ValueError, match="caption_weight"):
+        Stage1Config(caption_weight=-1)
 
 
 def test_composition_self_and_cross_and_history(lmm, codes, triplets):
