@@ -409,7 +409,7 @@ def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
     made of): ``[n_styles, n_emoji, n_latent]``, right-aligned, ``-100`` before the caption.
 
     Right-aligned because names have one to eight words: so the style word always sits in the
-    same latent token (the third from the end) and the caption ends just before ``<img>``, as
+    same latent token (the second from the end: "... in <style> style") and the caption ends just before ``<img>``, as
     in the LMM's pretraining sequences. For :func:`caption_anchor_loss`; a caption longer than
     ``n_latent`` words is an error."""
     from drclib.backbone import sticker_caption
@@ -432,13 +432,13 @@ def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor) -> tor
     ``-(1/L) sum_k log softmax(logits_k)[w_k]`` over the caption's L words ``w_k`` (``caption``
     ``[B, K']`` word indices, ``-100`` = no target, as :func:`caption_words` makes them).
 
-    Why: stage 1's only signal, eq. (3), reaches z through the LMM, and a pocket LMM does not
-    learn to read content out of a fresh z within a CPU budget (RESULTS.md section 3). The
-    anchor tells the towers and the fusion network *what* z should say: every one of the four
-    instructions reconstructs the anchor, so every one should name the anchor's style and
-    emoji, in words the frozen LMM already reads; z(s,m) can only do so by taking the style
-    from x_s and the emoji from x_m. The tokens after the caption stay free, and eq. (3)
-    still shapes all of them. ``caption`` is aligned with z's *last* tokens (as
+    Why: stage 1's only signal, eq. (3), reaches z through the LMM, so when z carries no
+    content one cannot tell whether the towers failed to *recognise* it or the LMM failed to
+    *read* it (RESULTS.md section 3). The anchor tells the towers and the fusion network
+    directly *what* z should say: every one of the four instructions reconstructs the anchor,
+    so every one should name the anchor's style and emoji, in words the frozen LMM already
+    reads; z(s,m) can only do so by taking the style from x_s and the emoji from x_m. The
+    tokens before the caption stay free, and eq. (3) still shapes all of them. ``caption`` is aligned with z's *last* tokens (as
     :func:`caption_words` right-aligns it)."""
     if word_logits.ndim != 3 or caption.ndim != 2 or caption.shape[0] != word_logits.shape[0]:
         raise ValueError(f"word_logits must be [B, K, n_words] and caption [B, L], got {tuple(word_logits.shape)} "
