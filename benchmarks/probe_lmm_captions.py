@@ -16,6 +16,8 @@ import argparse
 
 import torch
 
+from _kit import shipped_inputs   # this folder: the scripts run as python benchmarks/<name>.py
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,20 +25,9 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=300)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from drclib.runtime import pick_device
-
-    pick_device("cpu")          # also flushes denormal floats (2-4x faster on this CPU)
-
-    from drclib import tokenizer as tok_mod
-    from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
-    from drclib.data import StickerSet
+    stickers, lmm, _, codes = shipped_inputs(args.threads, args.lmm)
     from drclib.train import eval_cell_subsets
 
-    stickers = StickerSet.load()
-    lmm = PocketLMM.from_pretrained(args.lmm or default_checkpoint_dir()).eval()
-    codes = sticker_codes(tok_mod.load_default(), stickers)
 
     def norm(text: str) -> str:          # the LMM's own spelling (lower case, punctuation split off)
         return lmm.decode_text(lmm.text_ids(text))

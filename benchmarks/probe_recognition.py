@@ -34,16 +34,12 @@ import time
 import numpy as np
 import torch
 
+from _kit import shipped_inputs   # this folder: the scripts run as python benchmarks/<name>.py
 
-def linear_probes() -> None:
-    from drclib import tokenizer as tok_mod
-    from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
-    from drclib.data import StickerSet
+
+def linear_probes(stickers, lmm, codes) -> None:
     from drclib.data.users import heldout_cells
 
-    stickers = StickerSet.load()
-    codes = sticker_codes(tok_mod.load_default(), stickers)
-    lmm = PocketLMM.from_pretrained(default_checkpoint_dir()).eval()
     n_styles, n_emoji = codes.shape[:2]
     train = torch.from_numpy(~heldout_cells(stickers).reshape(-1))
     style = torch.arange(n_styles).repeat_interleave(n_emoji)
@@ -83,23 +79,16 @@ def main() -> None:
     ap.add_argument("--linear", action="store_true", help="only the linear probes of E_x and the codes")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from drclib.runtime import pick_device, seed_everything
+    from drclib.runtime import seed_everything
 
-    pick_device("cpu")          # also flushes denormal floats (2-4x faster on this CPU)
-    seed_everything(0)
+    seed_everything(0)          # before loading: building the LMM draws from torch's generator
+    stickers, lmm, _, codes = shipped_inputs(args.threads)
     if args.linear:
-        return linear_probes()
+        return linear_probes(stickers, lmm, codes)
 
-    from drclib import tokenizer as tok_mod
-    from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
-    from drclib.data import StickerSet, make_dataset
+    from drclib.data import make_dataset
     from drclib.drc import DRC, caption_anchor_loss, caption_words, heldout_triplets
 
-    stickers = StickerSet.load()
-    lmm = PocketLMM.from_pretrained(default_checkpoint_dir()).eval()
-    codes = sticker_codes(tok_mod.load_default(), stickers)
     triplets = make_dataset(stickers, "full", seed=0).triplets
     held = heldout_triplets(stickers, 200)
     drc = DRC.for_lmm(lmm, n_latent=16, z_space="words", stage1_form="self", features=args.features)

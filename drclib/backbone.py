@@ -140,6 +140,11 @@ class LMMConfig:
     def visual_offset(self) -> int:
         return len(SPECIALS)
 
+    @property
+    def first_word(self) -> int:
+        """Id of the first word: the words follow the specials and the visual codes."""
+        return self.visual_offset + self.n_visual
+
 
 def _cache_kwarg() -> str:
     """transformers 5 calls the KV cache argument ``cache``; 4.x calls it ``past_key_values``."""
@@ -209,6 +214,11 @@ class PocketLMM(WithTextTokenizer):
     @property
     def visual_offset(self) -> int:
         return self.config.visual_offset
+
+    @property
+    def first_word(self) -> int:
+        """Id of the first word; ids ``first_word`` .. ``vocab_size - 1`` are the word table."""
+        return self.config.first_word
 
     def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """Visual codes ``[..., 64]`` -> token ids in the joint vocabulary."""
@@ -460,7 +470,7 @@ class PocketLMM(WithTextTokenizer):
         was_training = self.training
         self.eval()
         ids = torch.tensor([self.i2t_ids(c) for c in codes], device=self.device)
-        words_lo = self.visual_offset + self.config.n_visual
+        words_lo = self.first_word
         from transformers import DynamicCache
 
         cache = DynamicCache()

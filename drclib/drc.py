@@ -186,7 +186,7 @@ class DRC(Pretrained):
     def for_lmm(cls, lmm: PocketLMM, **changes) -> "DRC":
         """A fresh DRC whose width matches ``lmm`` (with ``z_space="words"``, holding a copy of
         its word embeddings)."""
-        first_word = lmm.visual_offset + lmm.config.n_visual
+        first_word = lmm.first_word
         if changes.get("z_space") == "words":
             changes.setdefault("n_words", lmm.config.vocab_size - first_word)
         drc = cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
@@ -262,10 +262,8 @@ class DRC(Pretrained):
         into z for ``z_space="words"`` models, e.g. ``['a', 'sticker', 'of', 'cat', ...]``."""
         if self.config.z_space != "words":
             raise ValueError("read_words needs a z_space='words' model; a free z is not made of words")
-        f_sty = self.style_features(e_style, None)
-        _, logits = self.fuse(f_sty, self.sem_tower(e_sem, None), return_logits=True)
-        first_word = lmm.visual_offset + lmm.config.n_visual
-        return [lmm.describe_ids((row + first_word).tolist()) for row in logits.argmax(-1).cpu()]
+        _, logits = self.instruction(e_style, e_sem, return_logits=True)
+        return [lmm.describe_ids((row + lmm.first_word).tolist()) for row in logits.argmax(-1).cpu()]
 
     # ------------------------------------------------------------------ composition
     def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None,
@@ -291,20 +289,20 @@ class DRC(Pretrained):
         return (feats * w).sum(1) / w.sum(1)
 
     def instruction(self, e_style: torch.Tensor, e_sem: torch.Tensor, form: str = "self",
-                    history_mask: torch.Tensor | None = None) -> torch.Tensor:
+                    history_mask: torch.Tensor | None = None, *, return_logits: bool = False):
         """Compose a new instruction: the style of ``e_style`` (one image ``[B, 64, d]`` or a
         history ``[B, N, 64, d]``) with the semantics of ``e_sem`` ``[B, 64, d]``.
 
         ``form="self"`` is the paper's inference form (stage 2 without masks):
         ``z = Fusion(mean_i StyleTower(E_i, E_i), SemTower(E_r, E_r))``. ``form="cross"`` lets
         the semantic image ask the style images, ``StyleTower(q=E_r, kv=E_i)``, the way the
-        anchor asks its positive-style sample in stage 1.
+        anchor asks its positive-style sample in stage 1. ``return_logits``: as :meth:`fuse`.
         """
         if form not in ("self", "cross"):
             raise ValueError(f"form must be 'self' or 'cross', got {form!r}")
         f_sty = self.style_features(e_style, e_sem if form == "cross" else None, history_mask)
         f_sem = self.sem_tower(e_sem, None)
-        return self.fuse(f_sty, f_sem)
+        return self.fuse(f_sty, f_sem, return_logits=return_logits)
 
     # ------------------------------------------------------------------ stage 2
     def user_instruction(self, e_hist: torch.Tensor, e_ref: torch.Tensor, alpha_s=0.2, alpha_m=0.5,
@@ -409,12 +407,12 @@ def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
     made of): ``[n_styles, n_emoji, n_latent]``, right-aligned, ``-100`` before the caption.
 
     Right-aligned because names have one to eight words: so the style word always sits in the
-    same latent token (the second from the end: "... in <style> style") and the caption ends just before ``<img>``, as
-    in the LMM's pretraining sequences. For :func:`caption_anchor_loss`; a caption longer than
-    ``n_latent`` words is an error."""
+    same latent token (the second from the end: "... in <style> style") and the caption ends
+    just before ``<img>``, as in the LMM's pretraining sequences. For
+    :func:`caption_anchor_loss`; a caption longer than ``n_latent`` words is an error."""
     from drclib.backbone import sticker_caption
 
-    first_word = lmm.visual_offset + lmm.config.n_visual
+    first_word = lmm.first_word
     out = torch.full((len(stickers.styles), len(stickers.names), n_latent), -100, dtype=torch.long)
     for si, style in enumerate(stickers.styles):
         for ei, name in enumerate(stickers.names):
