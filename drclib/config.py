@@ -22,6 +22,9 @@ class Profile:
     """How many simulated users (the paper's stickers data: 725)."""
     sequence_length: int
     """Interactions per user; samples are sliding windows of ``history_length + 1`` over them."""
+    concepts: str = "core"
+    """The concept set the profile works on (:mod:`drclib.data.concepts`): ``mini`` for the
+    quick profile, ``core`` for the full one; ``StickerSet.for_profile(profile)`` loads it."""
     history_length: int = 5
     """N, the history images per sample (Pigeon's data: 5)."""
     noise_range: tuple[float, float] = (0.0, 0.4)
@@ -67,10 +70,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(name="quick", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24,
+    "quick": Profile(name="quick", concepts="mini", n_users=40, sequence_length=12, n_triplets=400, n_heldout_test=24,
                      tokenizer_steps=30, lmm_steps=40, lmm_cells=48, eval_cells=36, mining_anchors=40,
                      mining_pool=300, stage1_steps=12, stage1_batch=8, swap_pairs=24, eval_triplets=24),
-    "full": Profile(name="full", n_users=725, sequence_length=21, n_triplets=15000),
+    "full": Profile(name="full", concepts="core", n_users=725, sequence_length=21, n_triplets=15000),
 }
 
 

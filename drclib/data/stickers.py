@@ -97,7 +97,8 @@ class StickerSet:
                  chars: Sequence[str], names: Sequence[str], categories: Sequence[str],
                  subcategories: Sequence[str], style_packages: Sequence[str] = (),
                  style_licences: Sequence[str] = (), style_copyright: Sequence[str] = (),
-                 path: Path | None = None):
+                 path: Path | None = None, concepts: Sequence[int] | None = None,
+                 full_n_emoji: int | None = None, concept_name: str | None = None):
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 5 or images.shape[-1] != 3 \
                 or images.shape[2] != images.shape[3]:
@@ -115,6 +116,14 @@ class StickerSet:
         self.style_licences = [str(x) for x in style_licences] or [""] * n_styles
         self.style_copyright = [str(x) for x in style_copyright] or [""] * n_styles
         self.path = path
+        self.concepts = (np.arange(n_emoji, dtype=np.int64) if concepts is None
+                         else np.asarray(concepts, dtype=np.int64))
+        """Index of each emoji in the whole sticker array (``arange`` unless this is a subset)."""
+        self.full_n_emoji = int(full_n_emoji if full_n_emoji is not None else n_emoji)
+        self.concept_name = concept_name or ("all" if concepts is None else "custom")
+        """The concept set this object holds (``"all"``, ``"core"``, ``"mini"`` or ``"custom"``)."""
+        if len(self.concepts) != n_emoji:
+            raise ValueError(f"concepts has {len(self.concepts)} entries but images has {n_emoji} emoji")
         for label, seq, n in (("styles", self.styles, n_styles), ("codepoints", self.codepoints, n_emoji),
                               ("chars", self.chars, n_emoji), ("names", self.names, n_emoji),
                               ("categories", self.categories, n_emoji),
@@ -132,8 +141,12 @@ class StickerSet:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, verify: bool = True) -> "StickerSet":
+    def load(cls, path: str | os.PathLike | None = None, *, verify: bool = True,
+             concepts: str | Sequence[int] | None = None) -> "StickerSet":
         """Load a sticker npz (default: ``data/stickers_32px.npz``).
+
+        ``concepts`` restricts the set to a concept set (``"mini"``, ``"core"``, ``"all"``, see
+        :mod:`drclib.data.concepts`) or to a list of emoji indices (:meth:`subset`).
 
         ``verify`` checks the sha256 of a shipped file against :data:`SHIPPED_SHA256`. A
         missing, truncated, corrupt or wrong-version file raises :class:`DataFileError` naming
@@ -167,11 +180,57 @@ class StickerSet:
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
             raise DataFileError(f"sticker data file {path} is unreadable ({type(e).__name__}: {e}); "
                                 f"it may be truncated or corrupt; {hint}") from e
-        return cls(arrays["images"], styles=arrays["styles"], codepoints=arrays["codepoints"],
-                   chars=arrays["chars"], names=arrays["names"], categories=arrays["categories"],
-                   subcategories=arrays["subcategories"], style_packages=arrays["style_packages"],
-                   style_licences=arrays["style_licences"], style_copyright=arrays["style_copyright"],
-                   path=path)
+        whole = cls(arrays["images"], styles=arrays["styles"], codepoints=arrays["codepoints"],
+                    chars=arrays["chars"], names=arrays["names"], categories=arrays["categories"],
+                    subcategories=arrays["subcategories"], style_packages=arrays["style_packages"],
+                    style_licences=arrays["style_licences"], style_copyright=arrays["style_copyright"],
+                    path=path)
+        return whole if concepts is None else whole.subset(concepts)
+
+    @classmethod
+    def for_profile(cls, profile="full", path: str | os.PathLike | None = None) -> "StickerSet":
+        """The stickers of a profile's concept set (``quick``: ``mini``, ``full``: ``core``)."""
+        from drclib.config import get_profile
+
+        return cls.load(path, concepts=get_profile(profile).concepts)
+
+    # ------------------------------------------------------------------ concept sets
+    def subset(self, concepts: str | Sequence[int]) -> "StickerSet":
+        """The same stickers restricted to some emoji: a concept set by name (``"mini"``,
+        ``"core"``, ``"all"``; :func:`drclib.data.concepts.concept_set`) or indices into this
+        set. The result numbers its emoji 0..K-1 and keeps, in :attr:`concepts`, where each
+        sits in the whole array; held-out cells, users, samples and the judges' classes all
+        follow it. A subset of a subset keeps indices into the whole array."""
+        name = None
+        if isinstance(concepts, str):
+            from drclib.data.concepts import concept_set
+
+            if len(self.concepts) != self.full_n_emoji:
+                raise ValueError("take a named concept set of the whole array: StickerSet.load(concepts=name)")
+            name = concepts.strip().lower()
+            idx = concept_set(name, self)
+        else:
+            idx = np.asarray(concepts)
+            if idx.ndim != 1 or len(idx) < 2 or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"concepts must be a name or at least 2 integer emoji indices, got {concepts!r}")
+            if (idx < 0).any() or (idx >= self.n_emoji).any() or len(np.unique(idx)) != len(idx):
+                raise ValueError(f"concept indices must be distinct and in 0..{self.n_emoji - 1}")
+        pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
+        return StickerSet(self.images[:, idx], styles=self.styles, codepoints=pick(self.codepoints),
+                          chars=pick(self.chars), names=pick(self.names), categories=pick(self.categories),
+                          subcategories=pick(self.subcategories), style_packages=self.style_packages,
+                          style_licences=self.style_licences, style_copyright=self.style_copyright,
+                          path=self.path, concepts=self.concepts[idx], full_n_emoji=self.full_n_emoji,
+                          concept_name=name if name else ("all" if len(idx) == self.full_n_emoji
+                                                          and (np.diff(idx) == 1).all() else "custom"))
+
+    def digest(self) -> str:
+        """A short sha256 of the images and the concept indices (a cache key)."""
+        import hashlib
+
+        h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        h.update(self.concepts.tobytes())
+        return h.hexdigest()[:24]
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -196,7 +255,8 @@ class StickerSet:
 
     def __repr__(self) -> str:
         src = f", path={str(self.path)!r}" if self.path else ""
-        return (f"StickerSet({self.n_styles} styles x {self.n_emoji} emoji, "
+        part = f", concept set {self.concept_name!r}" if self.n_emoji != self.full_n_emoji else ""
+        return (f"StickerSet({self.n_styles} styles x {self.n_emoji} emoji{part}, "
                 f"{self.image_size}px{src})")
 
     # ------------------------------------------------------------------ look-ups

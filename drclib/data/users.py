@@ -224,7 +224,15 @@ def heldout_cells(stickers: StickerSet | tuple[int, int]) -> np.ndarray:
     """The held-out (style, emoji) cells of the ``heldout`` split, as a bool mask
     ``[n_styles, n_emoji]``: half of the emoji lose one style each, styles in turn. Fixed by
     :data:`HELDOUT_SEED` so that every profile, seed and trained checkpoint agrees on them;
-    no training stage (tokenizer, backbone, evaluators, DRC) may use these cells."""
+    no training stage (tokenizer, backbone, evaluators, DRC) may use these cells.
+
+    A concept set (a :class:`StickerSet` made by :meth:`StickerSet.subset`) gets the cells of
+    the whole array restricted to its emoji, so every set agrees with every other (``mini``'s
+    held-out cells are ``core``'s restricted to ``mini``); the concept-set rule picks half of
+    its emoji among those that have a held-out cell (:mod:`drclib.data.concepts`)."""
+    if isinstance(stickers, StickerSet) and stickers.n_emoji != stickers.full_n_emoji:
+        whole = heldout_cells((stickers.n_styles, stickers.full_n_emoji))
+        return whole[:, stickers.concepts]
     n_styles, n_emoji = _check_stickers(stickers)
     n_cells = int(round(HELDOUT_EMOJI_FRACTION * n_emoji))
     return choose_heldout_cells(n_styles, n_emoji, n_cells, np.random.default_rng(HELDOUT_SEED))
