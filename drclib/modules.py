@@ -91,6 +91,12 @@ def _check_pair(f_style: torch.Tensor, f_sem: torch.Tensor, dim: int) -> None:
         raise ValueError(f"style and semantic batch sizes differ: {f_style.shape[0]} vs {f_sem.shape[0]}")
 
 
+def _input_projection(in_dim: int, dim: int) -> nn.Module:
+    """A tower's map from its input features to its width: a linear map when the widths
+    differ (the semantic encoder's tokens), nothing when they agree (E_x)."""
+    return nn.Identity() if in_dim == dim else nn.Linear(in_dim, dim)
+
+
 class Tower(nn.Module):
     """StyleTower and SemTower (they share this architecture; the paper's section 2.1).
 
@@ -101,22 +107,23 @@ class Tower(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int = 4, ffn_mult: int = 2, dropout: float = 0.0,
-                 tokens: int = GRID_TOKENS):
+                 tokens: int = GRID_TOKENS, in_dim: int | None = None):
         super().__init__()
-        self.dim = dim
+        self.dim, self.in_dim = dim, in_dim or dim
+        self.inp = _input_projection(self.in_dim, dim)
         self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
         self.attn = CrossAttention(dim, heads, dropout)
         self.ffn = FeedForward(dim, ffn_mult, dropout)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor | None = None, *,
                 return_attention: bool = False):
-        _check_tokens(query, self.dim, "query")
+        _check_tokens(query, self.in_dim, "query")
         if context is not None:
-            _check_tokens(context, self.dim, "context")
+            _check_tokens(context, self.in_dim, "context")
             if context.shape[0] != query.shape[0]:
                 raise ValueError(f"query and context batch sizes differ: {query.shape[0]} vs {context.shape[0]}")
-        q = query + self.pos[:, :query.shape[1]]
-        kv = q if context is None else context + self.pos[:, :context.shape[1]]
+        q = self.inp(query) + self.pos[:, :query.shape[1]]
+        kv = q if context is None else self.inp(context) + self.pos[:, :context.shape[1]]
         a, w = self.attn(q, kv, need_weights=True) if return_attention else (self.attn(q, kv), None)
         out = a + self.ffn(a)
         return (out, w) if return_attention else out
@@ -140,16 +147,16 @@ class MLPTower(nn.Module):
     so the tower never sees the second image."""
 
     def __init__(self, dim: int, heads: int = 4, ffn_mult: int = 2, dropout: float = 0.0,
-                 tokens: int = GRID_TOKENS):
+                 tokens: int = GRID_TOKENS, in_dim: int | None = None):
         super().__init__()
-        self.dim = dim
-        self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
-        self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.dim, self.in_dim = dim, in_dim or dim
+        self.pos = nn.Parameter(torch.randn(1, tokens, self.in_dim) * 0.02)
+        self.inp = nn.Sequential(nn.LayerNorm(self.in_dim), nn.Linear(self.in_dim, dim))
         self.ffn = FeedForward(dim, ffn_mult, dropout)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor | None = None, *,
                 return_attention: bool = False):
-        _check_tokens(query, self.dim, "query")
+        _check_tokens(query, self.in_dim, "query")
         a = self.inp(query + self.pos[:, :query.shape[1]])
         out = a + self.ffn(a)
         return (out, None) if return_attention else out
