@@ -206,6 +206,40 @@ class StickerClassifier(Pretrained):
         h = self._maps(x)[-1].mean(dim=(2, 3))
         return self.head(self.dropout(h))
 
+    @property
+    def classes(self) -> np.ndarray:
+        """For an emoji classifier: the index in the whole sticker array of each class
+        (``arange(num_classes)`` for one trained on every emoji)."""
+        info = getattr(self, "training_info", None) or {}
+        return np.asarray(info.get("classes", np.arange(self.config.num_classes)), dtype=np.int64)
+
+    def restricted(self, concepts) -> "StickerClassifier":
+        """A copy that chooses only among ``concepts`` (emoji indices into the whole sticker
+        array, e.g. ``StickerSet.concepts``), its classes numbered 0..K-1 in that order: the
+        judge's argmax over a concept set. A style classifier is returned as it is."""
+        if self.config.target != "emoji":
+            return self
+        concepts = np.asarray(concepts, dtype=np.int64)
+        where = {int(c): i for i, c in enumerate(self.classes)}
+        missing = [int(c) for c in concepts if int(c) not in where]
+        if missing:
+            raise ValueError(f"this emoji classifier does not know emoji {missing[:5]} (it was trained on "
+                             f"{len(where)} emoji); train one on this concept set")
+        rows = torch.tensor([where[int(c)] for c in concepts])
+        if len(rows) == self.config.num_classes and (rows == torch.arange(len(rows))).all():
+            return self
+        import copy
+
+        out = copy.deepcopy(self)
+        out.config = dataclasses.replace(self.config, num_classes=len(rows))
+        head = nn.Linear(self.head.in_features, len(rows)).to(self.head.weight.device, self.head.weight.dtype)
+        with torch.no_grad():
+            head.weight.copy_(self.head.weight[rows])
+            head.bias.copy_(self.head.bias[rows])
+        out.head = head
+        out.training_info = dict(getattr(self, "training_info", {}) or {}) | {"classes": concepts.tolist()}
+        return out
+
     @torch.no_grad()
     def _batched_logits(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         images = check_images(images, self.config.image_size)
@@ -1070,9 +1104,18 @@ def train_command(name: str) -> str:
             f"--out data/checkpoints/{name}")
 
 
-def load_default(name: str, device: str | torch.device = "cpu") -> StickerClassifier:
-    """Load a shipped evaluator (``"style_classifier"`` or ``"emoji_classifier"``)."""
-    return load_shipped(StickerClassifier, default_checkpoint_dir(name), train_command(name), device)
+def load_default(name: str, device: str | torch.device = "cpu", stickers=None) -> StickerClassifier:
+    """Load a shipped evaluator (``"style_classifier"`` or ``"emoji_classifier"``). With
+    ``stickers`` (a :class:`~drclib.data.StickerSet`, usually a concept set) the emoji judge
+    chooses among that set's emoji only, numbered as the set numbers them."""
+    model = load_shipped(StickerClassifier, default_checkpoint_dir(name), train_command(name), device)
+    return model.restricted(stickers.concepts) if stickers is not None else model
+
+
+def load_judges(stickers, device: str | torch.device = "cpu") -> tuple[StickerClassifier, StickerClassifier]:
+    """The shipped style and emoji judges for a sticker set: ``(style_clf, emoji_clf)``, the
+    emoji judge's argmax over the set's emoji (:meth:`StickerClassifier.restricted`)."""
+    return load_default("style_classifier", device), load_default("emoji_classifier", device, stickers)
 
 
 DEFAULT_EPOCHS = {"style": 18, "emoji": 28}

@@ -566,6 +566,33 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
 
 
 # ---------------------------------------------------------------------------------- shipped checkpoint
+@torch.no_grad()
+def augmented_codes(tok: VisualTokenizer, stickers: StickerSet, copies: int, *, seed: int = 0,
+                    max_shift: float = 2.0, scale: float = 0.1, batch_size: int = 512) -> torch.Tensor:
+    """Codes of ``copies`` versions of every sticker, ``[copies, n_styles, n_emoji, 64]``: copy 0
+    is the sticker itself, the others are shifted by up to ``max_shift`` px and scaled by
+    ``1 +- scale`` (white fill), then encoded. No colour change (colour is part of a style).
+    Augmentation for the LMM's pretraining: the same cell under many code sequences."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.from_numpy(stickers.images.reshape(-1, *stickers.images.shape[2:])).permute(0, 3, 1, 2).float() / 255
+    out = []
+    for c in range(copies):
+        x = flat
+        if c:
+            b = len(x)
+            s = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
+            theta = torch.zeros(b, 2, 3)
+            theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+            theta[:, :, 2] = (torch.rand(b, 2, generator=gen) * 2 - 1) * max_shift * 2 / x.shape[-1]
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out.append(torch.cat([tok.encode(x[i:i + batch_size].to(tok.device)).cpu()
+                              for i in range(0, len(x), batch_size)]))
+    return torch.stack(out).view(copies, stickers.n_styles, stickers.n_emoji, -1)
+
+
 def default_checkpoint_dir() -> Path:
     """Where the kit's trained tokenizer lives: ``<repo>/data/checkpoints/tokenizer``."""
     return shipped_dir("tokenizer")
