@@ -199,6 +199,9 @@ class InterleavedPipeline(PersonalizationPipeline):
         folder = Path(folder)
         meta = {"format": 1, "image_size": IMAGE_SIZE, "method": self.method}
         meta |= save_base_parts(folder, self.lmm, self.tokenizer, copy_base=copy_base, dtype=dtype)
+        concepts = (extra or {}).get("concepts", self.concepts)
+        if concepts is not None:
+            meta["concepts"] = [int(c) for c in concepts]
         self.prompter.save_pretrained(folder / "prompter", dtype=dtype, card=card, extra=extra)
         with atomic_path(folder / PIPELINE_FILE) as tmp:
             tmp.write_text(json.dumps(meta, indent=2) + "\n")

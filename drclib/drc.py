@@ -65,9 +65,14 @@ class DRCConfig:
     tower: str = "attention"
     fusion: str = "attention"
     features: str = "embeddings"
-    """What a tower sees of an image: ``"embeddings"``, E_x as the paper defines it (the LMM's
-    embedding lookup of the visual codes), or ``"hidden"``, the frozen LMM's last hidden states
-    over the image while it reads ``<bos> <img> codes </img>`` (see :meth:`DRC.image_tokens`)."""
+    """What a tower sees of an image (:meth:`DRC.image_tokens`): ``"semantic"``, the 64 tokens
+    of the kit's semantic encoder (:mod:`drclib.encoder`, trained against captions like
+    LaVIT's ViT, frozen and saved inside the DRC model); ``"embeddings"``, E_x as the paper
+    writes it (the LMM's embedding lookup of the visual codes: LaVIT's codes carry meaning,
+    the kit's 4 x 4-pixel codes hardly any); or ``"hidden"``, the frozen LMM's last hidden
+    states over the image while it reads ``<bos> <img> codes </img>``."""
+    encoder: dict | None = None
+    """``features="semantic"``: the :class:`drclib.encoder.EncoderConfig` of the encoder, as a dict."""
     stage1_form: str = "cross"
     """How stage 1 builds the four instructions' tower features (eq. 1). ``"cross"`` is the
     paper's form, ``F_s^sty = StyleTower(q=E_s, kv=E_a)``: every tower output is made of the
@@ -105,8 +110,11 @@ class DRCConfig:
             raise ValueError(f"z_space must be 'free' or 'words', got {self.z_space!r}")
         if self.z_space == "words" and self.n_words < 1:
             raise ValueError("z_space='words' needs n_words >= 1 (build the model with DRC.for_lmm(lmm, ...))")
-        if self.features not in ("embeddings", "hidden"):
-            raise ValueError(f"features must be 'embeddings' or 'hidden', got {self.features!r}")
+        if self.features not in ("embeddings", "hidden", "semantic"):
+            raise ValueError(f"features must be 'semantic', 'embeddings' or 'hidden', got {self.features!r}")
+        if (self.features == "semantic") != (self.encoder is not None):
+            raise ValueError("features='semantic' needs the encoder's config (and only it does): build the model "
+                             "with DRC.for_lmm(lmm, features='semantic', encoder=SemanticEncoder)")
         if self.dim < 1 or self.n_latent < 1 or self.heads < 1 or self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads}); "
                              f"n_latent ({self.n_latent}) must be >= 1")
@@ -138,8 +146,16 @@ class DRC(Pretrained):
         self.config = config = config or DRCConfig()
         sty_cls, sem_cls = TOWERS[config.tower]
         kw = dict(heads=config.heads, ffn_mult=config.ffn_mult, dropout=config.dropout)
-        self.style_tower = sty_cls(config.dim, **kw)
-        self.sem_tower = sem_cls(config.dim, **kw)
+        in_dim = None
+        if config.features == "semantic":
+            from drclib.encoder import EncoderConfig, SemanticEncoder
+
+            enc_cfg = dict(config.encoder)
+            enc_cfg["widths"] = tuple(enc_cfg.get("widths", EncoderConfig.widths))
+            self.encoder = SemanticEncoder(EncoderConfig(**enc_cfg)).requires_grad_(False).eval()
+            in_dim = self.encoder.config.dim
+        self.style_tower = sty_cls(config.dim, in_dim=in_dim, **kw)
+        self.sem_tower = sem_cls(config.dim, in_dim=in_dim, **kw)
         words = config.z_space == "words"
         self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent,
                                              out_dim=config.n_words if words else config.dim, **kw)
@@ -182,14 +198,30 @@ class DRC(Pretrained):
             raise ValueError("word logits exist only for z_space='words'; this model's z is free")
         return self.z_out(out)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.features == "semantic":
+            self.encoder.eval()                  # frozen: its norms never switch to training
+        return self
+
     @classmethod
-    def for_lmm(cls, lmm: PocketLMM, **changes) -> "DRC":
+    def for_lmm(cls, lmm: PocketLMM, encoder=None, **changes) -> "DRC":
         """A fresh DRC whose width matches ``lmm`` (with ``z_space="words"``, holding a copy of
-        its word embeddings)."""
+        its word embeddings). ``features="semantic"`` (the kit's default recipe) needs the
+        ``encoder`` (a :class:`drclib.encoder.SemanticEncoder`), copied in and frozen."""
+        import dataclasses
+
         first_word = lmm.first_word
         if changes.get("z_space") == "words":
             changes.setdefault("n_words", lmm.config.vocab_size - first_word)
+        if changes.get("features") == "semantic":
+            if encoder is None:
+                raise ValueError("features='semantic' needs the semantic encoder: DRC.for_lmm(lmm, encoder=..., ...); "
+                                 "the shipped one is drclib.encoder.load_default()")
+            changes["encoder"] = dataclasses.asdict(encoder.config)
         drc = cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
+        if encoder is not None and drc.config.features == "semantic":
+            drc.encoder.load_state_dict(encoder.state_dict())
         if drc.config.z_space == "words":
             with torch.no_grad():
                 ids = torch.arange(first_word, lmm.config.vocab_size, device=lmm.device)
@@ -200,10 +232,17 @@ class DRC(Pretrained):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    @torch.no_grad()
-    def image_tokens(self, lmm: PocketLMM, codes: torch.Tensor) -> torch.Tensor:
-        """What the towers read of images given as visual codes ``[B, 64]``: ``[B, 64, d]``.
+    @property
+    def needs_images(self) -> bool:
+        """True when the towers read the images themselves (semantic features), not only their codes."""
+        return self.config.features == "semantic"
 
+    @torch.no_grad()
+    def image_tokens(self, lmm: PocketLMM, codes: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """What the towers read of images given as visual codes ``[B, 64]`` (and, for semantic
+        features, the images ``[B, 3, 32, 32]`` in [0, 1]): ``[B, 64, d_in]``.
+
+        ``features="semantic"``: the frozen semantic encoder's 64 tokens of the images.
         ``features="embeddings"``: E_x, the LMM's embedding lookup (the paper's definition).
         ``features="hidden"``: the LMM's last hidden states at the 64 image positions of
         ``<bos> <img> codes </img>``. LaVIT's visual tokens are semantic (they come from a ViT);
@@ -211,6 +250,11 @@ class DRC(Pretrained):
         emoji from scratch, while the pocket LMM, trained to caption images, already does.
         No gradient flows into the LMM here either way.
         """
+        if self.config.features == "semantic":
+            if images is None:
+                raise ValueError("this DRC model reads semantic features of the images: pass images=[B, 3, 32, 32] "
+                                 "(drclib.drc.cell_images(stickers) for sticker cells)")
+            return self.encoder(images.to(self.device)).float()
         codes = torch.as_tensor(codes, device=lmm.device)
         if self.config.features == "embeddings":
             return lmm.visual_embeddings(codes)
@@ -254,6 +298,29 @@ class DRC(Pretrained):
                 raise ValueError(f"unknown combination {c!r}: use some of {COMBINATIONS}")
             out[c] = self.fuse(f["sty_" + c[0]], f["sem_" + c[1]], return_logits=return_logits)
         return out
+
+    def drawn_instructions(self, e_a: torch.Tensor, e_s: torch.Tensor, e_m: torch.Tensor,
+                           which: torch.Tensor) -> torch.Tensor:
+        """Eq. (2) for one drawn combination per sample: row b gets ``z = stage1_instructions(...)
+        [COMBINATIONS[which[b]]][b]``, ``[B, K, d]``, but only the towers and the fusion that row
+        needs are run (stage 1's training step draws one z per sample, eq. 4; computing all four
+        and keeping one costs four fusions and four towers per sample instead of one and two)."""
+        if not (e_a.shape == e_s.shape == e_m.shape):
+            raise ValueError(f"anchor, positive-style and positive-semantic embeddings must have one shape, got "
+                             f"{tuple(e_a.shape)}, {tuple(e_s.shape)}, {tuple(e_m.shape)}")
+        which = torch.as_tensor(which, device=e_a.device).long()
+        if which.shape != e_a.shape[:1] or (which < 0).any() or (which >= len(COMBINATIONS)).any():
+            raise ValueError(f"which must hold one combination index in 0..3 per sample, got {tuple(which.shape)}")
+        first = torch.tensor([c[0] == "s" for c in COMBINATIONS], device=e_a.device)[which][:, None, None]
+        second = torch.tensor([c[1] == "m" for c in COMBINATIONS], device=e_a.device)[which][:, None, None]
+        sty_img = torch.where(first, e_s, e_a)            # whose style tower output the row uses
+        sem_img = torch.where(second, e_m, e_a)
+        if self.config.stage1_form == "self":
+            f_sty, f_sem = self.style_tower(sty_img, None), self.sem_tower(sem_img, None)
+        else:   # cross form: F_a^sty = Sty(q=E_a, kv=E_s), F_s^sty = Sty(q=E_s, kv=E_a); likewise Sem with m
+            f_sty = self.style_tower(sty_img, torch.where(first, e_a, e_s))
+            f_sem = self.sem_tower(sem_img, torch.where(second, e_a, e_m))
+        return self.fuse(f_sty, f_sem)
 
     @torch.no_grad()
     def read_words(self, lmm: PocketLMM, e_style: torch.Tensor, e_sem: torch.Tensor) -> list[list[str]]:
@@ -335,6 +402,55 @@ class DRC(Pretrained):
         f_sem_t = f_sem * m_r[..., None].to(f_sem.dtype)
         z = self.fuse(f_sty_t, f_sem_t)
         return (z, (m_h, m_r)) if return_masks else z
+
+
+# ---------------------------------------------------------------------------- tower inputs of sticker cells
+def cell_images(stickers) -> torch.Tensor:
+    """Every sticker of a set as float ``[n_styles, n_emoji, 3, 32, 32]`` in [0, 1]: what
+    semantic features read (index it with cells, as the codes ``[n_styles, n_emoji, 64]``)."""
+    from drclib.data.stickers import to_tensor
+
+    return to_tensor(stickers.images)
+
+
+def cell_tokens(drc: "DRC", lmm: PocketLMM, codes: torch.Tensor, cells, images: torch.Tensor | None = None) -> torch.Tensor:
+    """:meth:`DRC.image_tokens` of (style, emoji) cells ``[..., 2]`` -> ``[..., 64, d_in]`` (float32).
+    ``codes`` ``[n_styles, n_emoji, 64]``; ``images`` from :func:`cell_images` (needed when the
+    model reads semantic features)."""
+    cells = np.asarray(cells)
+    flat = cells.reshape(-1, 2)
+    imgs = None
+    if drc.needs_images:
+        if images is None:
+            raise ValueError("this DRC model reads semantic features of the images: pass images=cell_images(stickers)")
+        imgs = images[flat[:, 0], flat[:, 1]]
+    out = drc.image_tokens(lmm, codes[flat[:, 0], flat[:, 1]].to(lmm.device), imgs).float()
+    return out.view(*cells.shape[:-1], *out.shape[1:])
+
+
+class TowerInputs:
+    """What the towers read of sticker cells, for a training or evaluation loop:
+    ``inputs(cells)`` = :func:`cell_tokens` ``[..., 64, d_in]``. Semantic features come from
+    a frozen encoder, so they are computed once for every cell of the set and looked up after
+    (8% of a stage-1 step otherwise); the other kinds are computed on demand."""
+
+    def __init__(self, drc: "DRC", lmm: PocketLMM, codes: torch.Tensor, images: torch.Tensor | None = None):
+        self.drc, self.lmm, self.codes, self.images = drc, lmm, codes, images
+        self.cache = None
+        if drc.needs_images:
+            if images is None:
+                raise ValueError("this DRC model reads semantic features of the images: pass images=cell_images(stickers)")
+            flat = images.flatten(0, 1)
+            with torch.no_grad():
+                feats = torch.cat([drc.image_tokens(lmm, None, flat[i:i + 256]).float().cpu()
+                                   for i in range(0, len(flat), 256)])
+            self.cache = feats.view(*images.shape[:2], *feats.shape[1:])
+
+    def __call__(self, cells) -> torch.Tensor:
+        if self.cache is None:
+            return cell_tokens(self.drc, self.lmm, self.codes, cells, self.images)
+        cells = np.asarray(cells)
+        return self.cache[cells[..., 0], cells[..., 1]].to(self.lmm.device)
 
 
 # ---------------------------------------------------------------------------- prompt and losses
@@ -574,22 +690,43 @@ def heldout_triplets(stickers, n: int, seed: int = 0):
     return Triplets(anchor.astype(np.int64), pos_style.astype(np.int64), pos_sem.astype(np.int64))
 
 
-def swap_pairs(stickers, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs of held-out cells (A, B) with different style and different emoji, ``[n, 2]``
-    each. The swap test asks for A's style with B's emoji; the right answer is the cell
-    ``(style of A, emoji of B)``."""
+def swap_pairs(stickers, n: int, seed: int = 0, kind: str = "heldout") -> tuple[np.ndarray, np.ndarray]:
+    """``n`` pairs of cells (A, B) with different style and different emoji, ``[n, 2]`` each.
+    The swap test asks for A's style with B's emoji; the right answer is the cell
+    ``(style of A, emoji of B)``.
+
+    ``kind="heldout"``: A and B are held-out cells (never trained on; their target is usually a
+    training cell). ``kind="train"``: A, B and the target cell are all training cells, so the
+    LMM has drawn the answer before and the test asks only whether the instruction carries A's
+    style and B's emoji."""
     from drclib.data import heldout_cells
 
-    cells = np.argwhere(heldout_cells(stickers))
-    rng = np.random.default_rng([seed, 11])
+    if kind not in ("heldout", "train"):
+        raise ValueError(f"kind must be 'heldout' or 'train', got {kind!r}")
+    held = heldout_cells(stickers)
+    cells = np.argwhere(held if kind == "heldout" else ~held)
+    rng = np.random.default_rng([seed, 11] if kind == "heldout" else [seed, 13])
     a_out, b_out = [], []
+    tries = 0
     while len(a_out) < n:
+        tries += 1
+        if tries > 1000 * max(n, 1):
+            raise ValueError(f"cannot find {n} {kind} pairs with a usable target in this sticker set")
         i, j = rng.integers(len(cells), size=2)
         a, b = cells[i], cells[j]
-        if a[0] != b[0] and a[1] != b[1]:
+        if a[0] != b[0] and a[1] != b[1] and (kind == "heldout" or not held[a[0], b[1]]):
             a_out.append(a)
             b_out.append(b)
     return np.array(a_out, np.int64), np.array(b_out, np.int64)
+
+
+PAIR_KINDS = ("train", "heldout")
+"""The two kinds of swap-test pairs (:func:`swap_pairs`)."""
+
+
+def swap_pair_sets(stickers, n: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train": pairs, "heldout": pairs}``: both kinds of swap-test pairs, ``n`` each."""
+    return {k: swap_pairs(stickers, n, seed, kind=k) for k in PAIR_KINDS}
 
 
 def _predict(style_clf, emoji_clf, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -612,16 +749,19 @@ def swap_rates(style_pred: torch.Tensor, emoji_top: torch.Tensor, a: np.ndarray,
 
 @torch.no_grad()
 def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, codes: torch.Tensor, *,
-                    triplets, pairs: tuple[np.ndarray, np.ndarray], forms=("self", "cross"),
-                    batch_size: int = 100, keep_images: int = 0) -> dict:
+                    triplets, pairs, forms=("self", "cross"),
+                    batch_size: int = 100, keep_images: int = 0, images: torch.Tensor | None = None) -> dict:
     """Score a stage-1 model with the kit's classifiers (greedy generation).
 
     - ``combinations``: for each of the four z of eq. (2), the rate at which the image generated
       from it has the anchor's style, its emoji (top-1 / top-5) and both (``triplets``,
       usually :func:`heldout_triplets`).
-    - ``swap``: for each composition ``form`` (:meth:`DRC.instruction`), A's style with B's
-      emoji over ``pairs`` (:func:`swap_pairs`): :func:`swap_rates`.
-    ``codes`` is ``[n_styles, n_emoji, 64]``. With ``keep_images > 0`` the first images of each
+    - ``swap``: for each kind of pairs (``pairs`` is ``{"train": (a, b), "heldout": (a, b)}``,
+      :func:`swap_pair_sets`, or one ``(a, b)`` taken as held-out pairs) and each composition
+      ``form`` (:meth:`DRC.instruction`), A's style with B's emoji: :func:`swap_rates`,
+      under ``swap[kind][form]``.
+    ``codes`` is ``[n_styles, n_emoji, 64]`` (and ``images`` :func:`cell_images`, for a model
+    that reads semantic features). With ``keep_images > 0`` the first images of each
     test come back under ``"images"`` (uint8-ready float tensors in [0, 1]).
     """
     from drclib.metrics import classify_rates
@@ -630,8 +770,7 @@ def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, c
     lmm.eval()
     dev = lmm.device
 
-    def emb(cells):
-        return drc.image_tokens(lmm, codes[cells[:, 0], cells[:, 1]].to(dev))
+    emb = TowerInputs(drc, lmm, codes, images)
 
     def run(make_z, n):
         imgs = []
@@ -648,12 +787,14 @@ def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, c
         out["combinations"][c] = classify_rates(style_clf, emoji_clf, images, t.anchor[:, 0], t.anchor[:, 1])
         if keep_images:
             out["images"][c] = images[:keep_images]
-    a, b = pairs
-    for form in forms:
-        images = run(lambda sl: drc.instruction(emb(a[sl]), emb(b[sl]), form=form), len(a))
-        out["swap"][form] = swap_rates(*_predict(style_clf, emoji_clf, images), a, b)
-        if keep_images:
-            out["images"]["swap_" + form] = images[:keep_images]
+    pair_sets = pairs if isinstance(pairs, dict) else {"heldout": pairs}
+    for kind, (a, b) in pair_sets.items():
+        out["swap"][kind] = {}
+        for form in forms:
+            images = run(lambda sl: drc.instruction(emb(a[sl]), emb(b[sl]), form=form), len(a))
+            out["swap"][kind][form] = swap_rates(*_predict(style_clf, emoji_clf, images), a, b)
+            if keep_images:
+                out["images"][f"swap_{kind}_{form}"] = images[:keep_images]
     if not keep_images:
         out.pop("images")
     return out
@@ -686,7 +827,7 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
     return {k: swap_rates(*_predict(style_clf, emoji_clf, v), a, b) for k, v in rows.items()}
 
 
-__all__ = ["DRC", "DRCConfig", "VARIANTS", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts",
+__all__ = ["DRC", "DRCConfig", "VARIANTS", "cell_images", "cell_tokens", "TowerInputs", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts",
            "reconstruction_loss", "caption_words", "caption_anchor_loss", "importance_probabilities",
            "ImportanceSampler", "generate_codes",
-           "heldout_triplets", "swap_pairs", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]
+           "heldout_triplets", "swap_pairs", "swap_pair_sets", "PAIR_KINDS", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

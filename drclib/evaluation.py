@@ -115,10 +115,12 @@ class Judges:
     status: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, device="cpu", paper: bool = True) -> "Judges":
+    def load(cls, device="cpu", paper: bool = True, stickers=None) -> "Judges":
+        """The shipped judges; with ``stickers`` (a concept set) the emoji judge chooses among its emoji."""
         from drclib import metrics, tinyclip
 
-        judges = cls(metrics.load_default("style_classifier", device), metrics.load_default("emoji_classifier", device),
+        judges = cls(metrics.load_default("style_classifier", device),
+                     metrics.load_default("emoji_classifier", device, stickers),
                      tinyclip.load_default(device=device))
         judges.status = {name: "available (kit)" for name in ("style_classifier", "emoji_classifier", "tinyclip")}
         for name, loader in metrics.LOADERS.items():
@@ -573,7 +575,7 @@ def run(profile: str = "full", rows=None, *, n_samples: int | None = None, sweep
     of ``profile``'s data; resumable through ``out_dir`` (default ``runs/<profile>/evaluation``)."""
     from drclib.data import StickerSet, make_dataset
 
-    stickers = StickerSet.load()
+    stickers = StickerSet.for_profile(profile)
     data = make_dataset(stickers, profile, seed=seed)
     quick = profile == "quick"
     cfg = EvalConfig(n_samples=n_samples or (16 if quick else 200), sweep=(not quick) if sweep is None else sweep,
@@ -584,7 +586,7 @@ def run(profile: str = "full", rows=None, *, n_samples: int | None = None, sweep
     for r, folder in missing.items():
         print(f"  skipping {r}: no checkpoint in {folder} (make all PROFILE=full trains it)", flush=True)
     rows = [r for r in rows if r not in missing]
-    judges = judges or Judges.load(device)
+    judges = judges or Judges.load(device, stickers=stickers)
     out_dir = Path(out_dir) if out_dir is not None else default_output_dir(profile)
     methods = {name: (lambda name=name: load_method(name, device)) for name in rows}
     fingerprints = {name: weights_fingerprint(method_folder(name)) for name in rows}

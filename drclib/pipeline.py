@@ -120,6 +120,20 @@ class PersonalizationPipeline:
     uses_alpha = True
     """Whether ``alpha_m`` / ``alpha_s`` change the output (False for methods without masks)."""
 
+    @property
+    def concepts(self) -> np.ndarray | None:
+        """The concept set this pipeline was trained on: indices into the whole sticker array
+        (:mod:`drclib.data.concepts`), saved in ``pipeline.json``; from its LMM's record when the
+        pipeline was built from parts. ``None`` for a method trained on nothing (Recon, Grd)."""
+        meta = getattr(self, "info", None) or {}
+        if meta.get("concepts") is not None:
+            return np.asarray(meta["concepts"], dtype=np.int64)
+        for part in ("drc", "prompter", "lmm"):
+            info = getattr(getattr(self, part, None), "training_info", None) or {}
+            if info.get("concepts") is not None:
+                return np.asarray(info["concepts"], dtype=np.int64)
+        return None
+
     def _images(self, images, what: str) -> torch.Tensor:
         try:
             return torch.stack([load_image(x) for x in images])
@@ -146,21 +160,29 @@ class PersonalizationPipeline:
             hist.append(h)
         return hist, list(reference), single
 
-    def encode_inputs(self, hist: list[list], refs: list, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Visual codes of a normalised batch: history ``[B, N, 64]`` (padded), its mask of real
-        images ``[B, N]`` and the references' codes ``[B, 64]``."""
+    def batch_images(self, hist: list[list], refs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images of a normalised batch: history ``[B, N, 3, 32, 32]`` (padded with white), its
+        mask of real images ``[B, N]`` and the references ``[B, 3, 32, 32]``."""
         n = max(len(h) for h in hist)
         images = self._images([x for h in hist for x in h], "history")
-        ref_images = self._images(refs, "reference")
-        codes = tokenizer.encode(images.to(tokenizer.device)).cpu()
-        hist_codes = codes.new_zeros(len(hist), n, codes.shape[1])
+        hist_images = images.new_ones(len(hist), n, *images.shape[1:])
         mask = torch.zeros(len(hist), n, dtype=torch.bool)
         i = 0
         for b, h in enumerate(hist):
-            hist_codes[b, :len(h)] = codes[i:i + len(h)]
+            hist_images[b, :len(h)] = images[i:i + len(h)]
             mask[b, :len(h)] = True
             i += len(h)
-        return hist_codes, mask, tokenizer.encode(ref_images.to(tokenizer.device)).cpu()
+        return hist_images, mask, self._images(refs, "reference")
+
+    def encode_inputs(self, hist: list[list], refs: list, tokenizer,
+                      images: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Visual codes of a normalised batch: history ``[B, N, 64]`` (padded), its mask of real
+        images ``[B, N]`` and the references' codes ``[B, 64]`` (``images``: what
+        :meth:`batch_images` returned, if already computed)."""
+        hist_images, mask, ref_images = images if images is not None else self.batch_images(hist, refs)
+        b, n = mask.shape
+        codes = tokenizer.encode(hist_images.flatten(0, 1).to(tokenizer.device)).cpu()
+        return codes.view(b, n, -1), mask, tokenizer.encode(ref_images.to(tokenizer.device)).cpu()
 
     @staticmethod
     def _check_text(text, batch: int):
@@ -297,6 +319,8 @@ class DRCPipeline(PersonalizationPipeline):
         meta = {"format": 1, "image_size": IMAGE_SIZE, "stage": 2 if self.drc.config.mask_generator else 1}
         meta |= save_base_parts(folder, self.lmm, self.tokenizer, lmm_folder=lmm_folder,
                                 tokenizer_folder=tokenizer_folder, copy_base=copy_base, dtype=dtype)
+        if self.concepts is not None:
+            meta["concepts"] = [int(c) for c in self.concepts]
         self.drc.save_pretrained(folder / "drc", dtype=dtype, card=card,
                                  extra=(extra if extra is not None else getattr(self.drc, "training_info", None)))
         with atomic_path(folder / PIPELINE_FILE) as tmp:
@@ -311,11 +335,13 @@ class DRCPipeline(PersonalizationPipeline):
         return self._instruction(hist, refs, alpha_m, alpha_s)
 
     def _instruction(self, hist, refs, alpha_m: float, alpha_s: float) -> torch.Tensor:
-        hist_codes, mask, ref_codes = self.encode_inputs(hist, refs, self.tokenizer)
+        images = self.batch_images(hist, refs)
+        hist_codes, mask, ref_codes = self.encode_inputs(hist, refs, self.tokenizer, images)
         dev = self.device
         b, n = mask.shape
-        e_hist = self.drc.image_tokens(self.lmm, hist_codes.view(b * n, -1).to(dev)).view(b, n, hist_codes.shape[-1], -1)
-        e_ref = self.drc.image_tokens(self.lmm, ref_codes.to(dev))
+        hist_images = images[0].flatten(0, 1) if self.drc.needs_images else None
+        e_hist = self.drc.image_tokens(self.lmm, hist_codes.view(b * n, -1).to(dev), hist_images).view(b, n, 64, -1)
+        e_ref = self.drc.image_tokens(self.lmm, ref_codes.to(dev), images[2] if self.drc.needs_images else None)
         mask = mask.to(dev)
         if self.drc.config.mask_generator:
             return self.drc.user_instruction(e_hist, e_ref, alpha_s, alpha_m, history_mask=mask)
@@ -397,6 +423,9 @@ def save_base_parts(folder: Path, lmm, tokenizer, *, lmm_folder=None, tokenizer_
             meta[name] = {"sha256": file_digest(path / "model.safetensors"), "folder_hint": path.name}
     if lmm.has_lora:
         lmm.save_lora(folder / "lora", dtype=dtype)
+    concepts = (getattr(lmm, "training_info", None) or {}).get("concepts")
+    if concepts is not None:
+        meta["concepts"] = [int(c) for c in concepts]
     return meta
 
 

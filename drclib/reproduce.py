@@ -53,7 +53,7 @@ def training_steps(state: str) -> list[Step]:
     t = [sys.executable, "-m", "drclib.train"]
     steps = [
         Step("visual tokenizer", "data/checkpoints/tokenizer",
-             [sys.executable, "-m", "drclib.tokenizer", "--epochs", "8", "--out", "data/checkpoints/tokenizer"]),
+             [sys.executable, "-m", "drclib.tokenizer", "--epochs", "24", "--out", "data/checkpoints/tokenizer"]),
         Step("style classifier", "data/checkpoints/style_classifier",
              [sys.executable, "-m", "drclib.metrics", "train", "--target", "style", "--epochs", "32",
               "--with-reconstructions", "--out", "data/checkpoints/style_classifier", "--quiet"]),
@@ -62,15 +62,10 @@ def training_steps(state: str) -> list[Step]:
               "--out", "data/checkpoints/emoji_classifier", "--quiet"]),
         Step("tiny CLIP", "data/checkpoints/tinyclip",
              [sys.executable, "-m", "drclib.tinyclip", "--epochs", "15", "--out", "data/checkpoints/tinyclip"]),
-        Step("pocket LMM, part 1 of 3", f"{state}/lmm_part1",
-             t + ["backbone", "--steps", "5000", "--state-dir", f"{state}/lmm1", "--out", f"{state}/lmm_part1"],
-             part_of="data/checkpoints/lmm"),
-        Step("pocket LMM, part 2 of 3", f"{state}/lmm_part2",
-             t + ["backbone", "--init-from", f"{state}/lmm_part1", "--steps", "4000", "--lr", "1e-3", "--warmup", "50",
-                  "--state-dir", f"{state}/lmm2", "--out", f"{state}/lmm_part2"], part_of="data/checkpoints/lmm"),
-        Step("pocket LMM, part 3 of 3", "data/checkpoints/lmm",
-             t + ["backbone", "--init-from", f"{state}/lmm_part2", "--steps", "4000", "--lr", "6e-4", "--warmup", "50",
-                  "--hybrid-fraction", "0.34", "--state-dir", f"{state}/lmm3", "--out", "data/checkpoints/lmm"]),
+        Step("semantic encoder", "data/checkpoints/encoder",
+             [sys.executable, "-m", "drclib.encoder", "--steps", "3000", "--out", "data/checkpoints/encoder"]),
+        Step("pocket LMM", "data/checkpoints/lmm",
+             t + ["backbone", "--concepts", "core", "--state-dir", f"{state}/lmm", "--out", "data/checkpoints/lmm"]),
     ]
     for v in ("drc", "uniform", "concat", "mlp"):
         steps.append(Step(f"stage 1, {v}", f"data/checkpoints/stage1/{v}",

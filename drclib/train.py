@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drclib.backbone import EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
+from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
 from drclib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drclib.io import atomic_path, repo_relative
 
@@ -82,7 +82,12 @@ def load_training_state(folder: str | Path, model: torch.nn.Module, opt: torch.o
 # ---------------------------------------------------------------------------- backbone data
 @dataclass
 class PretrainConfig:
-    """Backbone pretraining settings (all of them end up in the model card)."""
+    """Backbone pretraining settings (all of them end up in the model card).
+
+    Each batch mixes kinds of sequence in fixed shares (``*_fraction``; the rest is
+    text-to-image): image-to-text captions, text-to-image after DRC's hybrid-prompt sentence,
+    caption-free images, and interleaved pairs (an image, then the caption and image of
+    another cell of the same style or the same emoji, as LaVIT's interleaved data)."""
 
     steps: int = 3000
     batch_size: int = 32
@@ -90,47 +95,126 @@ class PretrainConfig:
     warmup: int = 100
     weight_decay: float = 0.05
     i2t_fraction: float = 0.25
-    """Share of image-to-text sequences in each batch (the rest are text-to-image)."""
+    """Share of image-to-text sequences in each batch."""
     hybrid_fraction: float = 0.0
-    """Share of text-to-image sequences whose caption follows DRC's hybrid-prompt sentence
+    """Share of the text-to-image sequences whose caption follows DRC's hybrid-prompt sentence
     (``<bos> Create an image that meets the specified requirements a sticker of ... <img>``),
     so that the frozen LMM of stage 1 knows the sentence that precedes a latent instruction."""
+    unconditional_fraction: float = 0.0
+    """Share of caption-free image sequences ``<bos> <img> codes </img> <eos>``: the LMM learns
+    to read and continue an image with no caption before it (every DRC and baseline prompt
+    has none)."""
+    interleaved_fraction: float = 0.0
+    """Share of interleaved sequences ``<bos> <img> A </img> caption(B) <img> B </img> <eos>``
+    where A shares B's style or B's emoji (the loss is on B)."""
+    factor_dropout: float = 0.0
+    """Share of text-to-image captions that name only the emoji (``a sticker of <name>``) or
+    only the style (``a sticker in <style> style``), half each: the LMM learns what each factor
+    alone draws, not only each memorised pair."""
+    augment_prob: float = 0.0
+    """With ``codes`` given as ``[copies, n_styles, n_emoji, 64]`` (copy 0: the sticker itself;
+    :func:`drclib.tokenizer.augmented_codes`), the chance that a sequence uses a shifted or
+    scaled copy instead of copy 0."""
     seed: int = 0
     bf16: bool = True
     checkpoint_every: int = 250
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        shares = (self.i2t_fraction, self.unconditional_fraction, self.interleaved_fraction)
+        for name, v in (("i2t_fraction", self.i2t_fraction), ("hybrid_fraction", self.hybrid_fraction),
+                        ("unconditional_fraction", self.unconditional_fraction),
+                        ("interleaved_fraction", self.interleaved_fraction),
+                        ("factor_dropout", self.factor_dropout), ("augment_prob", self.augment_prob)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if sum(shares) > 1.0:
+            raise ValueError(f"i2t, unconditional and interleaved fractions add up to {sum(shares)} > 1")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+    def counts(self) -> dict[str, int]:
+        """Sequences of each kind in one batch."""
+        n = {k: int(round(self.batch_size * getattr(self, k + "_fraction")))
+             for k in ("i2t", "unconditional", "interleaved")}
+        rest = max(0, self.batch_size - sum(n.values()))
+        n["hybrid"] = int(round(rest * self.hybrid_fraction))
+        n["t2i"] = rest - n["hybrid"]
+        return n
+
+
+LMM_RECIPE = {"steps": 1200, "batch_size": 32, "lr": 2e-3, "i2t_fraction": 0.25, "hybrid_fraction": 0.34,
+              "unconditional_fraction": 0.0, "interleaved_fraction": 0.0, "factor_dropout": 0.0,
+              "augment_prob": 0.0, "augment_copies": 0}
+"""The shipped LMM's pretraining recipe (``python -m drclib.train backbone`` defaults; the
+scaling study uses it at every K). See RESULTS.md section 1 for what each part changed."""
+
+
+class SequenceBuilder:
+    """Builds the pretraining sequences of :func:`pretrain_backbone` from cells, on the fly:
+    token ids and labels (``IGNORE`` on the prompt) for each kind of sequence."""
+
+    KINDS = ("t2i", "hybrid", "i2t", "unconditional", "interleaved")
+
+    def __init__(self, lmm: PocketLMM, stickers, codes: torch.Tensor):
+        from drclib.drc import HYBRID_PROMPT
+
+        self.lmm = lmm
+        self.codes = codes if codes.ndim == 4 else codes[None]
+        n_styles, n_emoji = self.codes.shape[1:3]
+        self.full = [[lmm.text_ids(sticker_caption(stickers.names[e], stickers.styles[s])) for e in range(n_emoji)]
+                     for s in range(n_styles)]
+        self.emoji_only = [lmm.text_ids(f"a sticker of {n}") for n in stickers.names]
+        self.style_only = [lmm.text_ids(f"a sticker in {s} style") for s in stickers.styles]
+        self.hybrid = lmm.text_ids(HYBRID_PROMPT)
+
+    def caption(self, s: int, e: int, factor: int = 0) -> list[int]:
+        """The caption's ids; ``factor`` 1: the emoji only, 2: the style only."""
+        return self.full[s][e] if factor == 0 else self.emoji_only[e] if factor == 1 else self.style_only[s]
+
+    def image(self, s: int, e: int, copy: int = 0) -> list[int]:
+        return self.lmm.codes_to_ids(self.codes[copy, s, e]).tolist()
+
+    def sequence(self, kind: str, cell, *, copy: int = 0, factor: int = 0, context=None,
+                 context_copy: int = 0) -> tuple[list[int], int]:
+        """``(ids, start)``: the sequence and the first position whose token is predicted."""
+        s, e = int(cell[0]), int(cell[1])
+        img = self.image(s, e, copy)
+        if kind in ("t2i", "hybrid"):
+            prompt = [BOS, *(self.hybrid if kind == "hybrid" else []), *self.caption(s, e, factor), IMG]
+            return prompt + img + [IMG_END, EOS], len(prompt)
+        if kind == "i2t":
+            head = [BOS, IMG, *img, IMG_END]
+            return head + self.caption(s, e) + [EOS], len(head)
+        if kind == "unconditional":
+            return [BOS, IMG, *img, IMG_END, EOS], 2
+        if kind == "interleaved":
+            cs, ce = int(context[0]), int(context[1])
+            prompt = [BOS, IMG, *self.image(cs, ce, context_copy), IMG_END, *self.caption(s, e), IMG]
+            return prompt + img + [IMG_END, EOS], len(prompt)
+        raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+
+    @staticmethod
+    def pad(rows: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and labels ``[B, T]`` of ``(ids, start)`` rows."""
+        width = max(len(r) for r, _ in rows)
+        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for i, (r, start) in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            labels[i, start:len(r)] = torch.tensor(r[start:])
+        return ids, labels
+
 
 def pretraining_sequences(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.ndarray,
                           direction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and labels ``[n_cells, T]`` for one direction (``"t2i"``, ``"hybrid"`` = t2i
-    after DRC's hybrid-prompt sentence, or ``"i2t"``),
-    right-padded; labels keep only the part the model must produce (image or caption)."""
-    from drclib.drc import HYBRID_PROMPT
-
-    if direction not in ("t2i", "hybrid", "i2t"):
-        raise ValueError(f"direction must be 't2i', 'hybrid' or 'i2t', got {direction!r}")
-    rows, labels = [], []
-    for s, e in cells:
-        text = sticker_caption(stickers.names[e], stickers.styles[s])
-        c = codes[s, e]
-        if direction in ("t2i", "hybrid"):
-            ids = lmm.t2i_ids(f"{HYBRID_PROMPT} {text}" if direction == "hybrid" else text, c)
-            start = ids.index(IMG) + 1          # predict the 64 codes, </img> and <eos>
-        else:
-            ids = lmm.i2t_ids(c, text)
-            start = ids.index(IMG_END) + 1      # predict the caption and <eos>
-        lab = [IGNORE] * start + ids[start:]
-        rows.append(ids)
-        labels.append(lab)
-    width = max(map(len, rows))
-    ids_t = torch.full((len(rows), width), PAD, dtype=torch.long)
-    lab_t = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for i, (r, lab) in enumerate(zip(rows, labels)):
-        ids_t[i, :len(r)] = torch.tensor(r)
-        lab_t[i, :len(lab)] = torch.tensor(lab)
-    assert (ids_t[:, :][lab_t != IGNORE] != PAD).all() and EOS in rows[0]
-    return ids_t, lab_t
+    after DRC's hybrid-prompt sentence, ``"i2t"``, or ``"unconditional"``), right-padded;
+    labels keep only the part the model must produce (image or caption)."""
+    if direction not in ("t2i", "hybrid", "i2t", "unconditional"):
+        raise ValueError(f"direction must be 't2i', 'hybrid', 'i2t' or 'unconditional', got {direction!r}")
+    builder = SequenceBuilder(lmm, stickers, codes)
+    return builder.pad([builder.sequence(direction, c) for c in np.asarray(cells)])
 
 
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -148,17 +232,56 @@ def _batch_indices(n: int, batch: int, step: int, seed: int, stream: int) -> np.
     return perm[k * batch:(k + 1) * batch] if batch <= n else perm
 
 
+def _pretraining_batch(builder: SequenceBuilder, cells: np.ndarray, cfg: PretrainConfig, step: int,
+                       same_style: dict, same_emoji: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Batch ``step`` of :func:`pretrain_backbone`: drawn from ``(seed, step)`` alone (so a resumed
+    run sees the same batches); every kind of sequence walks through ``cells`` in its own epochs."""
+    rng = np.random.default_rng([cfg.seed, 17, step])
+    n_copies = builder.codes.shape[0]
+    rows, kinds = [], []
+    for stream, (kind, n) in enumerate(cfg.counts().items()):
+        if n == 0:
+            continue
+        for i in _batch_indices(len(cells), n, step, cfg.seed, 10 + stream):
+            cell = cells[i]
+            copy = int(rng.integers(1, n_copies)) if n_copies > 1 and rng.random() < cfg.augment_prob else 0
+            factor = int(rng.integers(1, 3)) if kind == "t2i" and rng.random() < cfg.factor_dropout else 0
+            context = None
+            if kind == "interleaved":
+                pool = same_style if rng.random() < 0.5 else same_emoji
+                options = pool[(int(cell[0]), int(cell[1]))]
+                context = cells[options[rng.integers(len(options))]]
+            rows.append(builder.sequence(kind, cell, copy=copy, factor=factor, context=context,
+                                         context_copy=int(rng.integers(n_copies)) if n_copies > 1 else 0))
+            kinds.append(kind)
+    ids, labels = builder.pad(rows)
+    return ids, labels, {"kinds": kinds}
+
+
+def _context_pools(cells: np.ndarray) -> tuple[dict, dict]:
+    """For every cell, the indices of the other cells with its style / with its emoji."""
+    same_style, same_emoji = {}, {}
+    for i, (s, e) in enumerate(cells):
+        same_style[(int(s), int(e))] = np.flatnonzero((cells[:, 0] == s) & (cells[:, 1] != e))
+        others = np.flatnonzero((cells[:, 1] == e) & (cells[:, 0] != s))
+        same_emoji[(int(s), int(e))] = others if len(others) else same_style[(int(s), int(e))]
+    return same_style, same_emoji
+
+
 def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.ndarray,
                       cfg: PretrainConfig | None = None, *, device: str | torch.device = "cpu",
                       checkpoint_dir: str | Path | None = None, progress: bool = True,
                       stop_after: int | None = None) -> dict:
-    """Pretrain the pocket LMM on text-to-image and image-to-text over ``cells``.
+    """Pretrain the pocket LMM over ``cells`` on the kinds of sequence :class:`PretrainConfig`
+    mixes (text-to-image, image-to-text, after the hybrid prompt, caption-free, interleaved).
 
-    ``codes`` is ``[n_styles, n_emoji, 64]`` (the tokenizer's ids of every sticker); ``cells``
-    the (style, emoji) pairs to train on (callers pass every cell outside
-    :func:`drclib.data.heldout_cells`). With ``checkpoint_dir`` the run saves a resumable
-    state every ``cfg.checkpoint_every`` steps and resumes from it when started again.
-    ``stop_after`` ends the run early at that step (to test resuming). Returns the history.
+    ``codes`` is ``[n_styles, n_emoji, 64]`` (the tokenizer's ids of every sticker), or
+    ``[copies, n_styles, n_emoji, 64]`` with augmented copies; ``cells`` the (style, emoji)
+    pairs to train on (callers pass every cell of the concept set outside its held-out cells).
+    With ``checkpoint_dir`` the run saves a resumable state every ``cfg.checkpoint_every`` steps
+    and resumes from it when started again. ``stop_after`` ends the run early at that step (to
+    test resuming). Returns the history: ``loss`` (per token), ``loss_<kind>`` for each kind in
+    the batch, ``lr``, ``tokens_per_s``.
     """
     from tqdm.auto import tqdm
 
@@ -168,20 +291,16 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
         raise ValueError(f"cells must be a non-empty [N, 2] array of (style, emoji), got {cells.shape}")
     device = torch.device(device)
     lmm.to(device).train()
-    t2i = pretraining_sequences(lmm, stickers, codes, cells, "t2i")
-    hyb = pretraining_sequences(lmm, stickers, codes, cells, "hybrid") if cfg.hybrid_fraction > 0 else None
-    i2t = pretraining_sequences(lmm, stickers, codes, cells, "i2t")
+    builder = SequenceBuilder(lmm, stickers, codes)
+    same_style, same_emoji = _context_pools(cells) if cfg.interleaved_fraction > 0 else ({}, {})
     opt = torch.optim.AdamW(lmm.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    run_config = {k: v for k, v in vars(cfg).items() if k != "extra"} | {"n_cells": int(len(cells))}
-    history: dict[str, list] = {"step": [], "loss": [], "loss_t2i": [], "loss_i2t": [], "lr": [],
-                                "tokens_per_s": []}
+    run_config = {k: v for k, v in vars(cfg).items() if k != "extra"} | {"n_cells": int(len(cells)),
+                                                                          "copies": int(builder.codes.shape[0])}
+    kinds = [k for k, n in cfg.counts().items() if n]
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "tokens_per_s": []} | {f"loss_{k}": [] for k in kinds}
     step = 0
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "config.json").is_file():
         step, history = load_training_state(checkpoint_dir, lmm, opt, run_config)
-    n_i2t = int(round(cfg.batch_size * cfg.i2t_fraction))
-    n_hyb = int(round((cfg.batch_size - n_i2t) * cfg.hybrid_fraction))
-    n_t2i = cfg.batch_size - n_i2t - n_hyb
-    counts = {"t2i": n_t2i, "hybrid": n_hyb, "i2t": n_i2t}
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain LMM", disable=not progress)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -189,40 +308,33 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        losses = {}
+        ids, labels, meta = _pretraining_batch(builder, cells, cfg, step, same_style, same_emoji)
+        x, y = ids.to(device), labels.to(device)
         opt.zero_grad(set_to_none=True)
-        total_tokens = 0
-        for name, seqs in (("t2i", t2i), ("i2t", i2t), ("hybrid", hyb)):
-            n = counts[name]
-            if n == 0:
-                continue
-            ids, labels = seqs
-            stream = {"t2i": 0, "i2t": 1, "hybrid": 3}[name]
-            idx = torch.from_numpy(_batch_indices(len(ids), n, step, cfg.seed, stream))
-            x, y = ids[idx].to(device), labels[idx].to(device)
-            keep = int((x != PAD).sum(1).max())
-            x, y = x[:, :keep], y[:, :keep]
-            with autocast:
-                out = lmm(input_ids=x, attention_mask=(x != PAD).long(), labels=y)
-            (out.loss * n / cfg.batch_size).backward()
-            losses[name] = float(out.loss.detach())
-            total_tokens += int((x != PAD).sum())
+        with autocast:
+            logits = lmm(input_ids=x, attention_mask=(x != PAD).long()).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), y[:, 1:],
+                                                ignore_index=IGNORE, reduction="none")
+        counted = (y[:, 1:] != IGNORE).float()
+        per_seq = (nll * counted).sum(1) / counted.sum(1).clamp(min=1)
+        loss = per_seq.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"pretraining loss became {loss.item()} at step {step}; lower the learning rate")
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(lmm.parameters(), 1.0)
         opt.step()
         step += 1
         dt = time.perf_counter() - t0
-        loss = sum(losses[k] * counts[k] for k in losses) / cfg.batch_size
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower the learning rate")
+        tokens = int((x != PAD).sum())
         history["step"].append(step)
-        history["loss"].append(loss)
-        history["loss_t2i"].append(losses.get("t2i", float("nan")))
-        history.setdefault("loss_hybrid", []).append(losses.get("hybrid", float("nan")))
-        history["loss_i2t"].append(losses.get("i2t", float("nan")))
+        history["loss"].append(loss.item())
+        kind_of = np.array(meta["kinds"])
+        for k in kinds:
+            history[f"loss_{k}"].append(float(per_seq.detach()[torch.from_numpy(kind_of == k)].mean()))
         history["lr"].append(opt.param_groups[0]["lr"])
-        history["tokens_per_s"].append(total_tokens / dt)
+        history["tokens_per_s"].append(tokens / dt)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{total_tokens / dt:,.0f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / dt:,.0f}")
         if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == end):
             save_training_state(checkpoint_dir, lmm, opt, step, history, run_config)
     bar.close()
@@ -302,14 +414,15 @@ class Stage1Config:
 def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1Config | None = None, *,
                  device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
                  progress: bool = True, stop_after: int | None = None,
-                 captions: torch.Tensor | None = None) -> dict:
+                 captions: torch.Tensor | None = None, images: torch.Tensor | None = None) -> dict:
     """Stage 1 of DRC: teach the towers and the fusion network to write instructions that make
     the frozen LMM reconstruct the anchor (``L_recon``, eqs. 2-4).
 
     Each step takes a batch of triplets, builds all four instructions z(a,a), z(a,m), z(s,a),
     z(s,m) (eq. 2), draws one per sample from p(z) (eq. 4 on running losses, or uniform),
     and minimises the next-token loss of the anchor's 64 codes after the hybrid prompt (eq. 3).
-    ``codes`` is ``[n_styles, n_emoji, 64]``; ``triplets`` a :class:`drclib.data.users.Triplets`.
+    ``codes`` is ``[n_styles, n_emoji, 64]``; ``triplets`` a :class:`drclib.data.users.Triplets`;
+    ``images`` (:func:`drclib.drc.cell_images`) when the model reads semantic features.
     The LMM's weights do not change (gradients flow through it into z); with
     ``cfg.lora_rank > 0`` LoRA adapters are added to it (if it has none) and train with the DRC.
 
@@ -323,7 +436,8 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     """
     from tqdm.auto import tqdm
 
-    from drclib.drc import COMBINATIONS, ImportanceSampler, caption_anchor_loss, hybrid_prompt, reconstruction_loss
+    from drclib.drc import (COMBINATIONS, ImportanceSampler, TowerInputs, caption_anchor_loss, hybrid_prompt,
+                            reconstruction_loss)
 
     cfg = cfg or Stage1Config()
     if len(triplets) == 0:
@@ -349,23 +463,25 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     bar = tqdm(total=cfg.steps, initial=step, desc="stage 1", disable=not progress)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     cells = {"a": triplets.anchor, "s": triplets.pos_style, "m": triplets.pos_sem}
+    inputs = TowerInputs(drc, lmm, codes, images)
     while step < end:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         idx = _batch_indices(len(triplets), cfg.batch_size, step, cfg.seed, 2)
         with torch.no_grad(), autocast:
-            e = {k: drc.image_tokens(lmm, codes[v[idx, 0], v[idx, 1]].to(device)).float() for k, v in cells.items()}
+            e = {k: inputs(v[idx]) for k, v in cells.items()}
         target = codes[cells["a"][idx, 0], cells["a"][idx, 1]].to(device)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         which = sampler.sample(len(idx), gen).to(device)
         opt.zero_grad(set_to_none=True)
         with autocast:
-            zs = drc.stage1_instructions(e["a"], e["s"], e["m"], return_logits=anchored)
-            if anchored:
+            if anchored:      # the anchor reads all four instructions
+                zs = drc.stage1_instructions(e["a"], e["s"], e["m"], return_logits=True)
                 words = captions[cells["a"][idx, 0], cells["a"][idx, 1]].to(device)
                 anchor = torch.stack([caption_anchor_loss(zs[c][1], words) for c in COMBINATIONS]).mean()
-                zs = {c: v[0] for c, v in zs.items()}
-            z = torch.stack([zs[c] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
+                z = torch.stack([zs[c][0] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
+            else:             # eq. (3) reads only the drawn one
+                z = drc.drawn_instructions(e["a"], e["s"], e["m"], which)
             losses = reconstruction_loss(lmm, hybrid_prompt(lmm, z), target)
         loss = losses.mean()
         _optimizer_step(loss + cfg.caption_weight * anchor if anchored else loss, params, opt, step, "stage-1")
@@ -471,7 +587,7 @@ def _sft_loop(losses_of, samples, train_idx: np.ndarray, cfg: "Stage2Config", pa
 def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: np.ndarray,
                  cfg: Stage2Config | None = None, *, device: str | torch.device = "cpu",
                  checkpoint_dir: str | Path | None = None, progress: bool = True,
-                 stop_after: int | None = None) -> dict:
+                 stop_after: int | None = None, images: torch.Tensor | None = None) -> dict:
     """Stage 2 of DRC: supervised fine-tuning for personalization (eqs. 5-9).
 
     For each training sample: the user's history and a reference (semantic-preserving
@@ -479,9 +595,10 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     ``alpha_s`` fixed; ``z~ = drc.user_instruction(...)``; the loss is the next-token loss of the
     target's 64 codes after ``<bos> Create an image ... <text> z~ <img>`` (eq. 9). Towers, fusion,
     mask generator and the LMM's LoRA adapters train; the LMM's base weights do not.
-    ``drc`` must carry a mask generator (:meth:`drclib.drc.DRC.from_stage1`).
+    ``drc`` must carry a mask generator (:meth:`drclib.drc.DRC.from_stage1`); ``images``
+    (:func:`drclib.drc.cell_images`) when it reads semantic features.
     """
-    from drclib.drc import hybrid_prompts, reconstruction_loss
+    from drclib.drc import TowerInputs, hybrid_prompts, reconstruction_loss
 
     cfg = cfg or Stage2Config()
     train_idx = np.asarray(train_idx)
@@ -492,13 +609,11 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     device = torch.device(device)
     params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "drc": dict(vars(drc.config))}
-    n_hist = samples.history.shape[1]
+    inputs = TowerInputs(drc, lmm, codes, images)
 
     def losses_of(batch, n, autocast):
-        hist = batch["history"].reshape(-1, 2)
         with torch.no_grad(), autocast:
-            e_hist = drc.image_tokens(lmm, codes[hist[:, 0], hist[:, 1]]).float().view(n, n_hist, 64, -1)
-            e_ref = drc.image_tokens(lmm, codes[batch["reference"][:, 0], batch["reference"][:, 1]]).float()
+            e_hist, e_ref = inputs(batch["history"]), inputs(batch["reference"])
         target = codes[batch["target"][:, 0], batch["target"][:, 1]].to(device)
         with autocast:
             z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device))
@@ -624,14 +739,15 @@ the 64 visual codes of the kit's tokenizer (data/checkpoints/tokenizer). Load it
 - Command: `{extra['command']}`, then `python -m drclib.train evaluate-backbone` (the table below,
   measured with the fp16 weights as shipped).
 - Trained in {extra['train_minutes']:.1f} min on {extra['machine']}.{_previous_lines(extra)}
-- Data: data/stickers_32px.npz, the {extra['n_train_cells']} (style, emoji) cells outside the held-out cells,
+- Data: data/stickers_32px.npz, concept set `{extra.get('concept_set', 'all')}` ({len(extra.get('concepts', [])) or 'all'} emoji,
+  `drclib.data.concepts`): the {extra['n_train_cells']} (style, emoji) cells outside its held-out cells,
   as text-to-image ({1 - pre['i2t_fraction']:.0%} of each batch; {pre.get('hybrid_fraction', 0):.0%} of those after DRC's hybrid-prompt sentence) and image-to-text ({pre['i2t_fraction']:.0%}) sequences;
   {pre['steps']} steps of batch {pre['batch_size']}, AdamW lr {pre['lr']} (warm-up, cosine), bf16 autocast {pre['bf16']},
   seed {pre['seed']}.
 - Final training loss {hist['loss'][-1]:.3f} (text-to-image {hist['loss_t2i'][-1]:.3f}, image-to-text {hist['loss_i2t'][-1]:.3f}).
 
 Text-to-image, greedy, prompt `a sticker of <name> in <style> style`; images decoded by the tokenizer and
-judged by the kit's classifiers (data/checkpoints/style_classifier, emoji_classifier) on
+judged by the kit's classifiers (data/checkpoints/style_classifier, emoji_classifier, its argmax over the set) on
 {ev['train_cells']['n_cells']} training and {ev['heldout_cells']['n_cells']} held-out cells
 (`drclib.train.eval_cell_subsets(stickers, {ev['train_cells']['n_cells']})`):
 
@@ -643,6 +759,31 @@ judged by the kit's classifiers (data/checkpoints/style_classifier, emoji_classi
 """
 
 
+def concept_record(stickers) -> dict:
+    """What a trained model records of its world: the concept set's name and its emoji
+    (indices into the whole sticker array), so it can be reloaded with the same stickers."""
+    return {"concept_set": stickers.concept_name, "concepts": [int(c) for c in stickers.concepts]}
+
+
+def model_stickers(model):
+    """The sticker set a trained model (anything with ``training_info`` from
+    :func:`concept_record`, e.g. the LMM, or that record itself as a dict) was trained on; the
+    whole array for models without a record."""
+    from drclib.data import StickerSet
+
+    info = (model if isinstance(model, dict) else getattr(model, "training_info", None)) or {}
+    concepts = info.get("concepts")
+    stickers = StickerSet.load()
+    if concepts is None or len(concepts) == stickers.n_emoji:
+        return stickers
+    name = info.get("concept_set")
+    from drclib.data.concepts import CONCEPT_SETS, concept_set
+
+    if name in CONCEPT_SETS and np.array_equal(concept_set(name, stickers), concepts):
+        return stickers.subset(name)
+    return stickers.subset(np.asarray(concepts))
+
+
 def evaluate_backbone(folder: str | Path, *, n_cells: int = 300, device="cpu") -> dict:
     """Reload the saved LMM (fp16 weights, as shipped), measure text-to-image on the fixed
     cells, and rewrite its card and metrics. Returns the evaluation."""
@@ -650,11 +791,10 @@ def evaluate_backbone(folder: str | Path, *, n_cells: int = 300, device="cpu") -
     from drclib.backbone import evaluate_text_to_image
     from drclib.data import StickerSet, heldout_cells
 
-    stickers = StickerSet.load()
     lmm = PocketLMM.from_pretrained(folder, device=device)
+    stickers = model_stickers(lmm)
     tokenizer = tok_mod.load_default(device=device)
-    style_clf = metrics.load_default("style_classifier", device=device)
-    emoji_clf = metrics.load_default("emoji_classifier", device=device)
+    style_clf, emoji_clf = metrics.load_judges(stickers, device)
     subsets = eval_cell_subsets(stickers, n_cells)
     evaluation = {k: evaluate_text_to_image(lmm, tokenizer, style_clf, emoji_clf, stickers, v)
                   for k, v in subsets.items()}
@@ -694,7 +834,7 @@ def train_backbone_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    stickers = StickerSet.load()
+    stickers = StickerSet.load(concepts=args.concepts)
     tokenizer = tok_mod.load_default(device=device)
     train_cells = np.argwhere(~heldout_cells(stickers))
     codes = encode_sticker_set(tokenizer, stickers)
@@ -708,9 +848,15 @@ def train_backbone_command(args) -> int:
         lmm = PocketLMM.from_stickers(stickers, n_visual=tokenizer.codebook_size, hidden_size=args.hidden,
                                       num_layers=args.layers, num_heads=args.heads,
                                       intermediate_size=args.intermediate)
+    if args.augment > 0 and args.copies > 1:
+        from drclib.tokenizer import augmented_codes
+
+        codes = augmented_codes(tokenizer, stickers, args.copies, seed=args.seed)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16, warmup=args.warmup,
-                         hybrid_fraction=args.hybrid_fraction)
+                         hybrid_fraction=args.hybrid_fraction, unconditional_fraction=args.unconditional_fraction,
+                         interleaved_fraction=args.interleaved_fraction, factor_dropout=args.factor_dropout,
+                         augment_prob=args.augment if args.copies > 1 else 0.0)
     t0 = time.perf_counter()
     history = pretrain_backbone(lmm, stickers, codes, train_cells, cfg, device=device,
                                 checkpoint_dir=args.state_dir)
@@ -721,6 +867,7 @@ def train_backbone_command(args) -> int:
              "history": {k: _downsample(v) for k, v in history.items()}}
     if previous:
         extra["previous"] = previous
+    extra |= concept_record(stickers)
     lmm.cpu().save_pretrained(args.out, dtype=torch.float16, extra=extra)
     evaluate_backbone(args.out, n_cells=args.eval_cells, device=device)
     return 0
@@ -732,13 +879,33 @@ STAGE1_PROBE = {"pairs": 24, "triplets": 24}
 the shipped weights still reproduce it."""
 
 
-def stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes) -> dict:
+def stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes, images=None) -> dict:
     """:func:`drclib.drc.evaluate_stage1` on :data:`STAGE1_PROBE` (self form only)."""
-    from drclib.drc import evaluate_stage1, heldout_triplets, swap_pairs
+    from drclib.drc import evaluate_stage1, heldout_triplets, swap_pair_sets
 
     return evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes,
                            triplets=heldout_triplets(stickers, STAGE1_PROBE["triplets"]),
-                           pairs=swap_pairs(stickers, STAGE1_PROBE["pairs"]), forms=("self",))
+                           pairs=swap_pair_sets(stickers, STAGE1_PROBE["pairs"]), forms=("self",), images=images)
+
+
+def pm(rate: float, n: int) -> str:
+    """``"0.520 ± 0.029"``: a rate with its standard error ``sqrt(p (1 - p) / n)``."""
+    return f"{rate:.3f} ± {math.sqrt(max(rate * (1 - rate), 0.0) / max(n, 1)):.3f}"
+
+
+SWAP_COLUMNS = (("style_of_A", "style of A"), ("emoji_of_B", "emoji of B"), ("both", "both"),
+                ("style_of_B", "style of B (collapse)"), ("emoji_of_A", "emoji of A (collapse)"))
+"""The swap-test columns of every stage-1 table, in order."""
+PAIR_TITLES = {"train": "pairs of training cells (their target cell was trained on)",
+               "heldout": "pairs of held-out cells (never trained on)"}
+
+
+def _swap_row(label: str, r: dict) -> str:
+    return f"| {label} | " + " | ".join(pm(r[k], r["n"]) for k, _ in SWAP_COLUMNS) + " |"
+
+
+def _swap_header(first: str) -> list[str]:
+    return [f"| {first} | " + " | ".join(t for _, t in SWAP_COLUMNS) + " |", "|---" * (len(SWAP_COLUMNS) + 1) + "|"]
 
 
 def _stage1_card(variant: str, config: dict, info: dict) -> str:
@@ -747,34 +914,35 @@ def _stage1_card(variant: str, config: dict, info: dict) -> str:
     ev = info.get("evaluation", {})
     s1 = info.get("stage1", {})
     lines = [f"# DRC stage 1, variant `{variant}` (drc-kit)", "",
-             {"drc": "DRC's stage 1 as the paper describes it: StyleTower and SemTower (cross-attention + "
-                     "feed-forward), FusionNetwork, difficulty-aware importance sampling (eq. 4).",
+             {"drc": "DRC's stage 1: StyleTower and SemTower (attention + feed-forward), FusionNetwork, "
+                     "difficulty-aware importance sampling (eq. 4).",
               "uniform": "Ablation w/o importance sampling: the DRC model trained with p(z) = 1/4.",
               "concat": "Ablation w/o FusionNetwork: the towers' features concatenated (128 tokens) in place of "
                         "the fusion network.",
               "mlp": "Ablation w/o attention: a token-level MLP disentangler in place of both towers."}[variant],
-             "", f"Config: `{json.dumps(config, sort_keys=True)}`.", "",
+             "", f"Config: `{json.dumps({k: v for k, v in config.items() if k != 'encoder'}, sort_keys=True)}`.", "",
              f"- Command: `{info.get('command', '?')}`",
              f"- Trained in {info.get('train_minutes', '?')} min on {info.get('machine', '?')}.",
              f"- LMM: `{info.get('lmm', {}).get('folder', '?')}`, "
              + ("frozen" if not s1.get("lora_rank") else f"frozen base + LoRA adapters (rank {s1['lora_rank']}, "
                 f"alpha {s1.get('lora_alpha')}) trained with the model, saved in `lora/`") + " "
              f"(sha256 {info.get('lmm', {}).get('sha256', '?')[:12]}...).",
-             f"- Data: {s1.get('n_triplets', '?')} ground-truth triplets of the full profile (seed "
-             f"{s1.get('seed', '?')}), no held-out cell in any slot; {s1.get('steps', '?')} steps of batch "
-             f"{s1.get('batch_size', '?')}, AdamW lr {s1.get('lr', '?')}, importance `{s1.get('importance', '?')}`.",
+             f"- Data: concept set `{info.get('concept_set', '?')}`; {s1.get('n_triplets', '?')} ground-truth triplets "
+             f"of the `{s1.get('profile', '?')}` profile (seed {s1.get('seed', '?')}), no held-out cell in any slot; "
+             f"{s1.get('steps', '?')} steps of batch {s1.get('batch_size', '?')}, AdamW lr {s1.get('lr', '?')}, "
+             f"importance `{s1.get('importance', '?')}`.",
              "- Final running losses (nats per visual token): "
              + ", ".join(f"{LABELS[c]} {info.get('final_losses', {}).get(c, float('nan')):.3f}" for c in COMBINATIONS),
              ""]
-    if s1.get("caption_weight") or config.get("stage1_form") == "self":
-        lines[-1:-1] = [f"- Recipe (the kit's, not only the paper's): towers in the {config.get('stage1_form')} form "
-                        f"during stage 1, z in the `{config.get('z_space')}` space"
+    if s1.get("caption_weight") or config.get("stage1_form") == "self" or config.get("features") != "embeddings":
+        lines[-1:-1] = [f"- Recipe (the kit's, not only the paper's): towers read `{config.get('features')}` features, "
+                        f"in the {config.get('stage1_form')} form during stage 1; z in the `{config.get('z_space')}` space"
                         + (f", caption anchor (`drclib.drc.caption_anchor_loss`) with weight {s1['caption_weight']}, "
                            f"final anchor loss {info.get('final_caption_loss', float('nan')):.3f} nats per word"
                            if s1.get("caption_weight") else "") + "."]
     if ev:
         lines += [f"Measured with `{ev.get('command', '?')}` (greedy generation, judged by the kit's style and "
-                  "emoji classifiers).", "",
+                  "emoji classifiers, the emoji's argmax over the concept set; rates ± standard error).", "",
                   "Reconstructing a held-out anchor from each instruction "
                   f"({ev['combinations']['aa']['n']} triplets, `drclib.drc.heldout_triplets`):", "",
                   "| instruction | style | emoji top-1 | emoji top-5 | both |", "|---|---|---|---|---|"]
@@ -782,39 +950,36 @@ def _stage1_card(variant: str, config: dict, info: dict) -> str:
             r = ev["combinations"][c]
             lines.append(f"| {LABELS[c]} | {r['style_acc']:.3f} | {r['emoji_top1']:.3f} | {r['emoji_top5']:.3f} | "
                          f"{r['both']:.3f} |")
-        lines += ["", f"Swap test: A's style with B's emoji ({ev['swap'][next(iter(ev['swap']))]['n']} pairs of held-out "
-                  "cells, `drclib.drc.swap_pairs`):", "",
-                  "| composition | style of A | emoji of B | top-5 | both | style of B (collapse) | emoji of A (collapse) |",
-                  "|---|---|---|---|---|---|---|"]
-        for form, r in ev["swap"].items():
-            lines.append(f"| {form} | {r['style_of_A']:.3f} | {r['emoji_of_B']:.3f} | {r['emoji_of_B_top5']:.3f} | "
-                         f"{r['both']:.3f} | {r['style_of_B']:.3f} | {r['emoji_of_A']:.3f} |")
+        for kind, forms in ev["swap"].items():
+            n = next(iter(forms.values()))["n"]
+            lines += ["", f"Swap test, A's style with B's emoji, {n} {PAIR_TITLES.get(kind, kind)} "
+                      "(`drclib.drc.swap_pairs`):", ""] + _swap_header("composition")
+            lines += [_swap_row(form, r) for form, r in forms.items()]
     return "\n".join(lines) + "\n"
 
 
 def evaluate_stage1_folder(folder: str | Path, *, lmm_folder: str | Path | None = None, n_pairs: int = 300,
                            n_triplets: int = 300, device="cpu", command: str | None = None) -> dict:
-    """Reload a saved stage-1 model (fp16 as shipped), run :func:`drclib.drc.evaluate_stage1`,
-    and rewrite its card and metrics."""
+    """Reload a saved stage-1 model (fp16 as shipped), run :func:`drclib.drc.evaluate_stage1`
+    on its concept set (both kinds of swap pairs), and rewrite its card and metrics."""
     from drclib import metrics
     from drclib import tokenizer as tok_mod
     from drclib.backbone import sticker_codes
-    from drclib.data import StickerSet
-    from drclib.drc import evaluate_stage1, heldout_triplets, load_stage1, swap_pairs
+    from drclib.drc import cell_images, evaluate_stage1, heldout_triplets, load_stage1, swap_pair_sets
 
     folder = Path(folder)
     drc, lmm = load_stage1(folder, lmm_folder, device=device)
     info = dict(drc.training_info)
     tokenizer = tok_mod.load_default(device=device)
-    stickers = StickerSet.load()
+    stickers = model_stickers(drc)
     codes = sticker_codes(tokenizer, stickers)
-    style_clf = metrics.load_default("style_classifier", device)
-    emoji_clf = metrics.load_default("emoji_classifier", device)
-    ev = evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes,
-                         triplets=heldout_triplets(stickers, n_triplets), pairs=swap_pairs(stickers, n_pairs))
+    images = cell_images(stickers)
+    style_clf, emoji_clf = metrics.load_judges(stickers, device)
+    ev = evaluate_stage1(drc, lmm, tokenizer, style_clf, emoji_clf, codes, images=images,
+                         triplets=heldout_triplets(stickers, n_triplets), pairs=swap_pair_sets(stickers, n_pairs))
     ev["command"] = command or f"python -m drclib.train evaluate-stage1 --folder {repo_relative(folder)}"
     info["evaluation"] = ev
-    info["probe"] = stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes)
+    info["probe"] = stage1_probe(drc, lmm, tokenizer, style_clf, emoji_clf, stickers, codes, images)
     drc.save_pretrained(folder, dtype=torch.float16, extra=info,
                         card=_stage1_card(info.get("variant", "drc"), dict(vars(drc.config)), info))
     return ev
@@ -826,67 +991,71 @@ ABLATION_NAMES = {"drc": "DRC", "uniform": "w/o importance sampling", "concat": 
 
 def stage1_table(variants=("drc", "uniform", "concat", "mlp"), references: bool = False, n_pairs: int = 300,
                  root: str | Path | None = None) -> str:
-    """The ablation table (the paper's Table 3 on the swap test) from the stage-1 cards in
-    ``root/<variant>`` (default: the shipped ones, ``data/checkpoints/stage1``), as markdown:
-    swap-test rates (self form) and the z(s,m) reconstruction of held-out anchors.
-    ``references=True`` adds the reference rows of :func:`drclib.drc.swap_reference_rows` on the
-    same pairs (computed here: the real target, the tokenizer ceiling, the LMM asked in words,
-    copying B)."""
+    """The ablation table (the paper's Table 3 as a swap test) from the stage-1 cards in
+    ``root/<variant>`` (default: the shipped ones, ``data/checkpoints/stage1``), as markdown: for
+    each kind of pairs (training cells, held-out cells) the swap-test rates of the self form
+    with their standard errors. ``references=True`` adds the reference rows of
+    :func:`drclib.drc.swap_reference_rows` on the same pairs (computed here: the real target,
+    the tokenizer ceiling, the LMM asked in words, copying B)."""
     from drclib.checkpoint import load_checkpoint
 
-    lines = ["| model | swap: style of A | emoji of B (top-1) | top-5 | both | style of B (collapse) | "
-             "emoji of A (collapse) | z(s,m) redraws anchor: style | emoji top-1 | both | training |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    infos = {}
     for v in variants:
         folder = Path(root) / v if root is not None else default_stage1_dir(v)
-        if not (folder / "config.json").is_file():
-            lines.append(f"| {ABLATION_NAMES[v]} | not shipped | | | | | | | | | |")
-            continue
-        _, _, info = load_checkpoint(folder)
-        sw, sm = info["evaluation"]["swap"]["self"], info["evaluation"]["combinations"]["sm"]
-        lines.append(f"| {ABLATION_NAMES[v]} | {sw['style_of_A']:.3f} | {sw['emoji_of_B']:.3f} | "
-                     f"{sw['emoji_of_B_top5']:.3f} | {sw['both']:.3f} | {sw['style_of_B']:.3f} | {sw['emoji_of_A']:.3f} | "
-                     f"{sm['style_acc']:.3f} | {sm['emoji_top1']:.3f} | {sm['both']:.3f} | "
-                     f"{info.get('train_minutes', '?')} min |")
+        infos[v] = load_checkpoint(folder)[2] if (folder / "config.json").is_file() else None
+    refs = {}
     if references:
         from drclib import metrics
         from drclib import tokenizer as tok_mod
         from drclib.backbone import load_default, sticker_codes
-        from drclib.data import StickerSet
-        from drclib.drc import swap_pairs, swap_reference_rows
+        from drclib.drc import swap_pair_sets, swap_reference_rows
 
-        stickers = StickerSet.load()
+        lmm = load_default()
+        stickers = model_stickers(next((i for i in infos.values() if i), None) or lmm)
         tok = tok_mod.load_default()
-        rows = swap_reference_rows(load_default(), tok, metrics.load_default("style_classifier"),
-                                   metrics.load_default("emoji_classifier"), stickers, sticker_codes(tok, stickers),
-                                   swap_pairs(stickers, n_pairs))
-        for name, sw in rows.items():
-            lines.append(f"| *{name}* | {sw['style_of_A']:.3f} | {sw['emoji_of_B']:.3f} | {sw['emoji_of_B_top5']:.3f} | "
-                         f"{sw['both']:.3f} | {sw['style_of_B']:.3f} | {sw['emoji_of_A']:.3f} | | | | |")
-    return "\n".join(lines)
+        style_clf, emoji_clf = metrics.load_judges(stickers)
+        codes = sticker_codes(tok, stickers)
+        refs = {kind: swap_reference_rows(lmm, tok, style_clf, emoji_clf, stickers, codes, pairs)
+                for kind, pairs in swap_pair_sets(stickers, n_pairs).items()}
+    lines = []
+    for kind in ("train", "heldout"):
+        lines += ["", f"Swap test on {PAIR_TITLES[kind]}:", ""] + _swap_header("model")
+        for v, info in infos.items():
+            sw = (info or {}).get("evaluation", {}).get("swap", {}).get(kind, {}).get("self")
+            lines.append(_swap_row(ABLATION_NAMES[v], sw) if sw else f"| {ABLATION_NAMES[v]} | not shipped |")
+        for name, sw in refs.get(kind, {}).items():
+            lines.append(_swap_row(f"*{name}*", sw))
+    lines += ["", "| model | training | final loss z(s,m) |", "|---|---|---|"]
+    for v, info in infos.items():
+        if info:
+            lines.append(f"| {ABLATION_NAMES[v]} | {info.get('train_minutes', '?')} min | "
+                         f"{info.get('final_losses', {}).get('sm', float('nan')):.3f} |")
+    return "\n".join(lines[1:])
 
 
 def train_stage1_command(args) -> int:
     """Train one stage-1 variant on the full profile's triplets, save it, evaluate it."""
     import sys
 
+    from drclib import encoder as enc_mod
     from drclib import tokenizer as tok_mod
     from drclib.backbone import default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet, make_dataset
-    from drclib.drc import COMBINATIONS, DRC, VARIANTS, caption_words, lmm_fingerprint
+    from drclib.drc import COMBINATIONS, DRC, VARIANTS, caption_words, cell_images, lmm_fingerprint
     from drclib.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    stickers = StickerSet.load()
+    stickers = StickerSet.for_profile(args.profile)
     lmm_folder = Path(args.lmm) if args.lmm else default_checkpoint_dir()
     lmm = PocketLMM.from_pretrained(lmm_folder, device=device)
     tokenizer = tok_mod.load_default(device=device)
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
-    drc = DRC.for_lmm(lmm, n_latent=args.n_latent, features=args.features, stage1_form=args.form,
+    encoder = enc_mod.load_default(device=device) if args.features == "semantic" else None
+    drc = DRC.for_lmm(lmm, encoder=encoder, n_latent=args.n_latent, features=args.features, stage1_form=args.form,
                       z_space=args.z_space, **VARIANTS[args.variant])
     cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank,
@@ -894,11 +1063,12 @@ def train_stage1_command(args) -> int:
     captions = caption_words(lmm, stickers, args.n_latent) if cfg.caption_weight > 0 else None
     t0 = time.perf_counter()
     history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir,
-                           captions=captions)
+                           captions=captions, images=cell_images(stickers))
     minutes = (time.perf_counter() - t0) / 60
     out = Path(args.out or default_stage1_dir(args.variant))
     info = {"variant": args.variant, "command": "python -m drclib.train " + " ".join(sys.argv[1:]),
             "train_minutes": round(minutes, 2), "machine": _machine(device), "lmm": lmm_fingerprint(lmm_folder),
+            **concept_record(stickers),
             "stage1": vars(cfg) | {"n_triplets": len(data.triplets), "profile": args.profile},
             "final_losses": {c: history["l_" + c][-1] for c in COMBINATIONS},
             **({"final_caption_loss": float(np.mean(history["caption"][-50:]))} if cfg.caption_weight > 0 else {}),
@@ -933,7 +1103,7 @@ def train_stage2_command(args) -> int:
     from drclib import tokenizer as tok_mod
     from drclib.backbone import sticker_codes
     from drclib.data import StickerSet, make_dataset
-    from drclib.drc import DRC, lmm_fingerprint, load_stage1
+    from drclib.drc import DRC, cell_images, lmm_fingerprint, load_stage1
     from drclib.pipeline import DRCPipeline, evaluate_personalization
     from drclib.runtime import pick_device, seed_everything
 
@@ -941,7 +1111,7 @@ def train_stage2_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    stickers = StickerSet.load()
+    stickers = StickerSet.for_profile(args.profile)
     stage1_dir = Path(args.stage1) if args.stage1 else default_stage1_dir("drc")
     import copy
 
@@ -955,18 +1125,18 @@ def train_stage2_command(args) -> int:
                        augment=not args.no_augment)
     t0 = time.perf_counter()
     history = train_stage2(drc, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
-                           checkpoint_dir=args.state_dir)
+                           checkpoint_dir=args.state_dir, images=cell_images(stickers))
     minutes = (time.perf_counter() - t0) / 60
     out = Path(args.out or shipped_stage2_dir(cfg.augment))
     from drclib.backbone import default_checkpoint_dir
 
     info = {"command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
-            "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
+            "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()), **concept_record(stickers),
             "stage1": repo_relative(stage1_dir), "stage2": vars(cfg) | {"profile": args.profile},
             "history": {k: _downsample(v) for k, v in history.items()}}
+    drc.training_info = info
     pipe = DRCPipeline(drc, lmm, tokenizer)
-    style_clf = metrics.load_default("style_classifier", device)
-    emoji_clf = metrics.load_default("emoji_classifier", device)
+    style_clf, emoji_clf = metrics.load_judges(stickers, device)
     baseline = DRCPipeline(s1, s1_lmm, tokenizer)
     ev = {}
     for split in ("sample", "heldout"):
@@ -1042,7 +1212,7 @@ def train_baseline_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    stickers = StickerSet.load()
+    stickers = StickerSet.for_profile(args.profile)
     lmm = PocketLMM.from_pretrained(default_checkpoint_dir(), device=device)
     tokenizer = tok_mod.load_default(device=device)
     codes = sticker_codes(tokenizer, stickers)
@@ -1054,15 +1224,14 @@ def train_baseline_command(args) -> int:
                              checkpoint_dir=args.state_dir)
     minutes = (time.perf_counter() - t0) / 60
     pipe = InterleavedPipeline(prompter, lmm, tokenizer, method=args.method)
-    style_clf = metrics.load_default("style_classifier", device)
-    emoji_clf = metrics.load_default("emoji_classifier", device)
+    style_clf, emoji_clf = metrics.load_judges(stickers, device)
     ev = {}
     for split in ("sample", "heldout"):
         test = data.splits[split].test[:args.eval_samples]
         ev[split] = {args.method: evaluate_personalization(pipe, stickers, data.samples, test, style_clf, emoji_clf)}
     info = {"method": args.method, "label": METHODS[args.method],
             "command": "python -m drclib.train " + " ".join(sys.argv[1:]), "train_minutes": round(minutes, 2),
-            "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()),
+            "machine": _machine(device), "lmm": lmm_fingerprint(default_checkpoint_dir()), **concept_record(stickers),
             "stage2": vars(cfg) | {"profile": args.profile}, "evaluation": ev,
             "probe": baseline_probe(pipe, stickers, data.samples, data.splits["sample"].test, style_clf, emoji_clf),
             "history": {k: _downsample(v) for k, v in history.items()}}
@@ -1099,12 +1268,23 @@ def main(argv: list[str] | None = None) -> int:
                        description="Pretrain the pocket LMM on text-to-image and image-to-text over every "
                        "(style, emoji) cell outside the held-out cells, evaluate text-to-image with the kit's "
                        "classifiers, and save fp16 weights with a model card. Resumable with --state-dir.")
-    b.add_argument("--steps", type=int, default=3000)
+    b.add_argument("--concepts", default="core", help="concept set to train on (mini, core, all)")
+    b.add_argument("--steps", type=int, default=LMM_RECIPE["steps"])
     b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--lr", type=float, default=2e-3)
-    b.add_argument("--i2t-fraction", type=float, default=0.25)
-    b.add_argument("--hybrid-fraction", type=float, default=0.34,
+    b.add_argument("--lr", type=float, default=LMM_RECIPE["lr"])
+    b.add_argument("--i2t-fraction", type=float, default=LMM_RECIPE["i2t_fraction"])
+    b.add_argument("--hybrid-fraction", type=float, default=LMM_RECIPE["hybrid_fraction"],
                    help="share of text-to-image sequences prefixed by DRC's hybrid-prompt sentence")
+    b.add_argument("--unconditional-fraction", type=float, default=LMM_RECIPE["unconditional_fraction"],
+                   help="share of caption-free image sequences in a batch")
+    b.add_argument("--interleaved-fraction", type=float, default=LMM_RECIPE["interleaved_fraction"],
+                   help="share of interleaved sequences (an image, then a caption and image of the same style or emoji)")
+    b.add_argument("--factor-dropout", type=float, default=LMM_RECIPE["factor_dropout"],
+                   help="share of text-to-image captions naming only the emoji or only the style")
+    b.add_argument("--augment", type=float, default=LMM_RECIPE["augment_prob"],
+                   help="chance that a sequence uses a shifted/scaled copy of the sticker")
+    b.add_argument("--copies", type=int, default=LMM_RECIPE["augment_copies"],
+                   help="augmented copies of every sticker (with --augment > 0)")
     b.add_argument("--hidden", type=int, default=256)
     b.add_argument("--layers", type=int, default=4)
     b.add_argument("--heads", type=int, default=4)
@@ -1136,8 +1316,9 @@ def main(argv: list[str] | None = None) -> int:
     s1.add_argument("--batch-size", type=int, default=32)
     s1.add_argument("--lr", type=float, default=1e-3)
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
-    s1.add_argument("--features", choices=["embeddings", "hidden"], default="embeddings",
-                    help="what the towers read: the LMM's embedding lookup E_x, or its hidden states")
+    s1.add_argument("--features", choices=["semantic", "embeddings", "hidden"], default="semantic",
+                    help="what the towers read: the semantic encoder's tokens (default), the LMM's embedding "
+                         "lookup E_x, or its hidden states")
     s1.add_argument("--form", choices=["cross", "self"], default="cross",
                     help="tower form in stage 1: the paper's cross form (q from one image, k/v from the other) "
                          "or the self form of inference")

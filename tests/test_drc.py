@@ -356,6 +356,11 @@ def test_heldout_triplets_and_swap_pairs(shipped_stickers):
     assert held[a[:, 0], a[:, 1]].all() and held[b[:, 0], b[:, 1]].all()
     a2, _ = swap_pairs(shipped_stickers, 40)
     np.testing.assert_array_equal(a, a2)                            # fixed, so results compare
+    a, b = swap_pairs(shipped_stickers, 40, kind="train")           # training cells with a training-cell target
+    assert (a[:, 0] != b[:, 0]).all() and (a[:, 1] != b[:, 1]).all()
+    assert not held[a[:, 0], a[:, 1]].any() and not held[b[:, 0], b[:, 1]].any() and not held[a[:, 0], b[:, 1]].any()
+    with pytest.raises(ValueError, match="kind"):
+        swap_pairs(shipped_stickers, 4, kind="other")
 
 
 def test_swap_rates_count_success_and_both_collapses():
@@ -417,19 +422,23 @@ def test_shipped_stage1_reproduces_its_card(variant, shipped_stickers):
     from drclib import metrics
     from drclib import tokenizer as vt
     from drclib.backbone import sticker_codes
-    from drclib.drc import load_stage1
-    from drclib.train import default_stage1_dir, stage1_probe
+    from drclib.drc import cell_images, load_stage1
+    from drclib.train import default_stage1_dir, model_stickers, stage1_probe
 
     model, lmm = load_stage1(default_stage1_dir(variant))
+    stickers = model_stickers(model)
+    assert stickers.concept_name == "core"
     stored = model.training_info["probe"]
     tok = vt.load_default()
-    got = stage1_probe(model, lmm, tok, metrics.load_default("style_classifier"),
-                       metrics.load_default("emoji_classifier"), shipped_stickers, sticker_codes(tok, shipped_stickers))
-    for group in ("combinations", "swap"):
-        for key, rates in stored[group].items():
-            for name, value in rates.items():
-                assert abs(got[group][key][name] - value) <= 2 / 24 + 1e-9, (group, key, name)
-    assert model.training_info["evaluation"]["swap"]["self"]["n"] == 300
+    got = stage1_probe(model, lmm, tok, *metrics.load_judges(stickers), stickers, sticker_codes(tok, stickers),
+                       cell_images(stickers))
+    for key, rates in stored["combinations"].items():
+        for name, value in rates.items():
+            assert abs(got["combinations"][key][name] - value) <= 2 / 24 + 1e-9, (key, name)
+    for kind, forms in stored["swap"].items():
+        for name, value in forms["self"].items():
+            assert abs(got["swap"][kind]["self"][name] - value) <= 2 / 24 + 1e-9, (kind, name)
+    assert model.training_info["evaluation"]["swap"]["train"]["self"]["n"] == 300
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -508,3 +517,79 @@ def test_stage2_trains_masks_towers_and_adapters(tiny_stickers, codes, tmp_path)
     np.testing.assert_allclose(hb["loss"], ha["loss"], rtol=1e-4)
     with pytest.raises(ValueError, match="mask generator"):
         train_stage2(DRC.for_lmm(base, n_latent=4), base, codes, data.samples, train, cfg, progress=False)
+
+
+# ---------------------------------------------------------------------------- semantic features
+def _tiny_encoder():
+    from drclib.encoder import EncoderConfig, SemanticEncoder
+
+    torch.manual_seed(1)
+    return SemanticEncoder(EncoderConfig(n_words=4, widths=(8, 16, 16), dim=24)).eval()
+
+
+@pytest.mark.parametrize("variant", ["drc", "concat", "mlp"])
+def test_semantic_features_feed_the_towers(lmm, codes, tiny_stickers, triplets, variant):
+    """With features="semantic" the towers read the frozen encoder's tokens of the images (24 wide
+    here) through their own projection to the LMM's width; the encoder gets no gradient."""
+    from drclib.drc import VARIANTS, cell_images, cell_tokens
+
+    enc = _tiny_encoder()
+    drc = DRC.for_lmm(lmm, encoder=enc, n_latent=4, features="semantic", **VARIANTS[variant])
+    images = cell_images(tiny_stickers)
+    e = [cell_tokens(drc, lmm, codes, c[:3], images) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    assert e[0].shape == (3, 64, 24)
+    torch.testing.assert_close(e[0], enc(images[triplets.anchor[:3, 0], triplets.anchor[:3, 1]]))
+    zs = drc.stage1_instructions(*e)
+    assert zs["sm"].shape[-1] == 32
+    sum(z.pow(2).sum() for z in zs.values()).backward()
+    assert all(p.grad is None for p in drc.encoder.parameters())
+    assert any(p.grad is not None for p in drc.style_tower.parameters())
+    drc.train()
+    assert not drc.encoder.training, "the frozen encoder stays in eval mode"
+    with pytest.raises(ValueError, match="images"):
+        drc.image_tokens(lmm, codes[0, :2])
+    with pytest.raises(ValueError, match="semantic encoder"):
+        DRC.for_lmm(lmm, n_latent=4, features="semantic")
+
+
+def test_semantic_model_saves_its_encoder(lmm, codes, tiny_stickers, tmp_path):
+    from drclib.drc import cell_images, cell_tokens
+
+    drc = DRC.for_lmm(lmm, encoder=_tiny_encoder(), n_latent=4, features="semantic").eval()
+    drc.save_pretrained(tmp_path / "m")
+    back = DRC.from_pretrained(tmp_path / "m")
+    cells = np.array([[0, 1], [2, 3]])
+    images = cell_images(tiny_stickers)
+    a, b = cell_tokens(drc, lmm, codes, cells, images), cell_tokens(back, lmm, codes, cells, images)
+    torch.testing.assert_close(back.instruction(a, a), drc.instruction(b, b))
+
+
+def test_stage1_trains_on_semantic_features(lmm, codes, tiny_stickers, triplets):
+    from drclib.drc import cell_images
+
+    model = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    model.load_state_dict(lmm.state_dict())
+    drc = DRC.for_lmm(model, encoder=_tiny_encoder(), n_latent=4, features="semantic", stage1_form="self")
+    enc_before = {k: v.clone() for k, v in drc.encoder.state_dict().items()}
+    h = train_stage1(drc, model, codes, triplets, Stage1Config(steps=6, batch_size=8, lr=3e-3, warmup=1, bf16=False,
+                                                               lora_rank=0), progress=False,
+                     images=cell_images(tiny_stickers))
+    assert len(h["loss"]) == 6 and np.isfinite(h["loss"]).all()
+    for k, v in drc.encoder.state_dict().items():
+        torch.testing.assert_close(v, enc_before[k])
+    with pytest.raises(ValueError, match="images"):
+        train_stage1(drc, model, codes, triplets, Stage1Config(steps=1, batch_size=4, bf16=False, lora_rank=0),
+                     progress=False)
+
+
+@pytest.mark.parametrize("form", ["cross", "self"])
+@pytest.mark.parametrize("variant", [{}, {"tower": "mlp"}, {"fusion": "concat"}])
+def test_drawn_instructions_equal_the_picked_ones(lmm, codes, triplets, form, variant):
+    drc = DRC.for_lmm(lmm, n_latent=4, stage1_form=form, **variant).eval()
+    e = [emb(lmm, codes, c[:8]) for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    which = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    zs = drc.stage1_instructions(*e)
+    want = torch.stack([zs[c] for c in COMBINATIONS])[which, torch.arange(8)]
+    torch.testing.assert_close(drc.drawn_instructions(*e, which), want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="which"):
+        drc.drawn_instructions(*e, torch.tensor([4] * 8))

@@ -1,0 +1,130 @@
+"""The scaling study: how many concepts can the pocket LMM master at a fixed training budget?
+
+    python benchmarks/scaling_study.py [--sizes 16 32 64 128 256 512] [--steps 1200] [--threads 1]
+                                       [--out data/results/scaling_study]
+
+For each size K, the concept set is the first K emoji of the kit's ranking
+(:func:`drclib.data.concepts.ranked_prefix`; ``mini`` is K = 32, ``core`` K = 128). A fresh LMM of
+the shipped size is pretrained on the set's training cells with the shipped recipe
+(:data:`drclib.train.LMM_RECIPE`) for the same number of steps at every K, then scored greedily on
+up to 300 training and 300 held-out cells by the kit's judges (the emoji judge's argmax over the
+set). The towers' input features (the shipped semantic encoder, the same for every K) are probed
+on the set's held-out cells (:func:`drclib.encoder.probe_features`). Each K takes about 12
+minutes on one thread of the 2-core machine. Writes ``scaling_study.json`` (one row per K, with
+the command and machine) and ``scaling_study.png`` (quality against K), which notebook 01 and
+RESULTS.md show. Rows already in the JSON are kept (the study resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def run_size(k: int, steps: int, seed: int, n_eval: int) -> dict:
+    from drclib import encoder as enc_mod
+    from drclib import metrics
+    from drclib import tokenizer as tok_mod
+    from drclib.backbone import PocketLMM, evaluate_text_to_image, sticker_codes
+    from drclib.data import StickerSet, heldout_cells
+    from drclib.data.concepts import ranked_prefix
+    from drclib.train import LMM_RECIPE, PretrainConfig, pretrain_backbone
+
+    whole = StickerSet.load()
+    stickers = whole.subset(ranked_prefix(k, whole))
+    tok = tok_mod.load_default()
+    recipe = dict(LMM_RECIPE, steps=steps, seed=seed)
+    copies = recipe.pop("augment_copies", 0)
+    codes = tok_mod.augmented_codes(tok, stickers, copies) if copies > 1 else sticker_codes(tok, stickers)
+    held = heldout_cells(stickers)
+    train, test = np.argwhere(~held), np.argwhere(held)
+    lmm = PocketLMM.from_stickers(stickers, n_visual=tok.codebook_size)
+    t0 = time.perf_counter()
+    pretrain_backbone(lmm, stickers, codes, train, PretrainConfig(**recipe), progress=False)
+    minutes = (time.perf_counter() - t0) / 60
+    style_clf, emoji_clf = metrics.load_judges(stickers)
+    rng = np.random.default_rng(seed)
+    pick = lambda cells: cells[np.sort(rng.choice(len(cells), size=min(n_eval, len(cells)), replace=False))]  # noqa: E731
+    ev = {name: evaluate_text_to_image(lmm, tok, style_clf, emoji_clf, stickers, pick(cells))
+          for name, cells in (("train_cells", train), ("heldout_cells", test))}
+    probe = enc_mod.probe_features(enc_mod.load_default(), stickers)
+    keep = ("style_acc", "emoji_top1", "both", "n_cells")
+    return {"k": k, "train_minutes": round(minutes, 2), "steps": steps,
+            "train_cells": {x: ev["train_cells"][x] for x in keep},
+            "heldout_cells": {x: ev["heldout_cells"][x] for x in keep},
+            "probe": {x: probe[x] for x in ("real_emoji", "real_style")}}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [r["k"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, split, title in ((axes[0], "train_cells", "LMM, training cells"),
+                             (axes[1], "heldout_cells", "LMM, held-out cells")):
+        for key, label in (("emoji_top1", "emoji"), ("style_acc", "style"), ("both", "both")):
+            ax.plot(ks, [r[split][key] for r in rows], "o-", label=label)
+        ax.set_title(title)
+    for key, label in (("real_emoji", "emoji"), ("real_style", "style")):
+        axes[2].plot(ks, [r["probe"][key] for r in rows], "o-", label=label)
+    axes[2].set_title("linear probe of the towers' features (held-out)")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("concepts in the set (K)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"scaling study: {rows[0]['steps']} LMM steps at every K")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-cells", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="data/results/scaling_study")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from drclib.runtime import pick_device
+    from drclib.train import _machine
+
+    pick_device("cpu")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scaling_study.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    doc.update(command="python benchmarks/scaling_study.py " + " ".join(sys.argv[1:]),
+               machine=_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
+                                         f"torch {torch.__version__}")
+    done = {(r["k"], r["steps"]) for r in doc["rows"]}
+    for k in args.sizes:
+        if (k, args.steps) in done:
+            continue
+        row = run_size(k, args.steps, args.seed, args.eval_cells)
+        print(json.dumps(row), flush=True)
+        doc["rows"] = sorted([r for r in doc["rows"] if (r["k"], r["steps"]) != (k, args.steps)] + [row],
+                             key=lambda r: (r["steps"], r["k"]))
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    rows = [r for r in doc["rows"] if r["steps"] == args.steps]
+    plot(rows, out / "scaling_study.png")
+    print(f"wrote {path} and {out / 'scaling_study.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
