@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from drclib.checkpoint import Pretrained, load_shipped, shipped_dir
+from drclib.runtime import bf16_fast
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def train_encoder(stickers, cells: np.ndarray, cfg: EncoderTrainConfig | None = 
             x = torch.where(swap.view(-1, 1, 1, 1), recon[idx], x)
         half = len(idx) // 2               # one half keeps its colours, the other is recoloured
         x = torch.cat([augment(x[:half], gen, colour=False), augment(x[half:], gen, colour=True)])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_fast("cpu")):
             img_e, img_s = enc.image_embedding(enc(x))
             txt_e, txt_s = enc.text_embedding(*parts["emoji"]), enc.text_embedding(*parts["style"])
         scale = enc.logit_scale.exp().clamp(max=100)

@@ -347,17 +347,8 @@ def default_config(target: str, num_classes: int) -> StickerClassifierConfig:
 
 
 def _bf16_fast(device: torch.device) -> bool:
-    """bfloat16 autocast pays off on CUDA and on CPUs with native bf16 instructions."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
+    from .runtime import bf16_fast
+    return bf16_fast(device)
 
 
 def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int = 128, lr: float = 3e-3,

@@ -50,6 +50,29 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def bf16_fast(device: str | torch.device = "cpu") -> bool:
+    """Whether bfloat16 autocast pays off on ``device``: on CUDA, and on CPUs with native bf16
+    instructions (AVX512-BF16 or AMX). Elsewhere torch emulates bf16 and a matmul runs ~70x
+    slower than in float32 (measured on an AVX2-only AMD EPYC, torch 2.14), so training code
+    takes ``bf16=None`` to mean "use it where it is fast"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_bf16(bf16: bool | None, device: str | torch.device) -> bool:
+    """``bf16`` as asked, or :func:`bf16_fast` when it is ``None``."""
+    return bf16_fast(device) if bf16 is None else bool(bf16)
+
+
 def seed_everything(seed: int) -> int:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and all GPUs).
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from drclib.backbone import EOS, PAD, WithTextTokenizer, build_text_tokenizer
 from drclib.checkpoint import load_shipped, shipped_dir
+from drclib.runtime import resolve_bf16
 
 BACKEND_NAME = "tinyclip (kit)"
 
@@ -144,7 +145,7 @@ class TinyCLIP(WithTextTokenizer):
 
 # ---------------------------------------------------------------------------- training
 def train_tinyclip(stickers, cells: np.ndarray, *, epochs: int = 20, batch_size: int = 256, lr: float = 1e-3,
-                   seed: int = 0, device: str | torch.device = "cpu", bf16: bool = True, progress: bool = True,
+                   seed: int = 0, device: str | torch.device = "cpu", bf16: bool | None = None, progress: bool = True,
                    model: TinyCLIP | None = None, **sizes) -> tuple[TinyCLIP, dict]:
     """Train a tiny CLIP on the given (style, emoji) cells (callers exclude held-out cells).
 
@@ -168,7 +169,7 @@ def train_tinyclip(stickers, cells: np.ndarray, *, epochs: int = 20, batch_size:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
     history: dict[str, list] = {"step": [], "loss": [], "images_per_s": []}
     rng = np.random.default_rng(seed)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_bf16(bf16, device))
     bar = tqdm(total=total, desc="train tiny CLIP", disable=not progress)
     step = 0
     for _ in range(epochs):

@@ -432,9 +432,8 @@ def _restart_dead_codes(tok: VisualTokenizer, ema_counts: torch.Tensor, latents:
 
 
 def _autocast_ok(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"
+    from .runtime import bf16_fast
+    return bf16_fast(device)
 
 
 def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = None, epochs: float = 6,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
 from drclib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from drclib.io import atomic_path, repo_relative
+from drclib.runtime import resolve_bf16
 
 IGNORE = -100
 """Label of positions that carry no loss (prompt and padding)."""
@@ -116,7 +117,7 @@ class PretrainConfig:
     :func:`drclib.tokenizer.augmented_codes`), the chance that a sequence uses a shifted or
     scaled copy instead of copy 0."""
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | None = None   # None: bf16 autocast where the device runs it fast (runtime.bf16_fast)
     checkpoint_every: int = 250
     extra: dict = field(default_factory=dict)
 
@@ -290,6 +291,7 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
     if cells.ndim != 2 or cells.shape[1] != 2 or len(cells) == 0:
         raise ValueError(f"cells must be a non-empty [N, 2] array of (style, emoji), got {cells.shape}")
     device = torch.device(device)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, device))
     lmm.to(device).train()
     builder = SequenceBuilder(lmm, stickers, codes)
     same_style, same_emoji = _context_pools(cells) if cfg.interleaved_fraction > 0 else ({}, {})
@@ -303,7 +305,7 @@ def pretrain_backbone(lmm: PocketLMM, stickers, codes: torch.Tensor, cells: np.n
         step, history = load_training_state(checkpoint_dir, lmm, opt, run_config)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain LMM", disable=not progress)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16, device))
     while step < end:
         t0 = time.perf_counter()
         for g in opt.param_groups:
@@ -397,7 +399,7 @@ class Stage1Config:
     add this times :func:`drclib.drc.caption_anchor_loss` of all four instructions against
     the anchor's caption; needs a ``z_space="words"`` model and the captions."""
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | None = None   # None: bf16 autocast where the device runs it fast (runtime.bf16_fast)
     checkpoint_every: int = 100
 
     def __post_init__(self):
@@ -448,6 +450,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     if anchored and captions is None:
         raise ValueError("caption_weight > 0 needs the captions: pass captions=drclib.drc.caption_words(lmm, stickers, K)")
     device = torch.device(device)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, device))
     params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     sampler = ImportanceSampler(len(COMBINATIONS), uniform=cfg.importance == "uniform", momentum=cfg.momentum)
     run_config = {k: v for k, v in vars(cfg).items()} | {"n_triplets": int(len(triplets)),
@@ -461,7 +464,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
         sampler.load_state(history["sampler"])
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="stage 1", disable=not progress)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16, device))
     cells = {"a": triplets.anchor, "s": triplets.pos_style, "m": triplets.pos_sem}
     inputs = TowerInputs(drc, lmm, codes, images)
     while step < end:
@@ -527,7 +530,7 @@ class Stage2Config:
     lora_rank: int = 8
     lora_alpha: int = 16
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | None = None   # None: bf16 autocast where the device runs it fast (runtime.bf16_fast)
     checkpoint_every: int = 100
 
     def __post_init__(self):
@@ -562,7 +565,7 @@ def _sft_loop(losses_of, samples, train_idx: np.ndarray, cfg: "Stage2Config", pa
         step, history = load_training_state(checkpoint_dir, holder, opt, run_config)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=not progress)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16, device))
     while step < end:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
@@ -607,6 +610,7 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     if not drc.config.mask_generator:
         raise ValueError("stage 2 needs a DRC model with a mask generator: DRC.from_stage1(folder)")
     device = torch.device(device)
+    cfg = replace(cfg, bf16=resolve_bf16(cfg.bf16, device))
     params, opt, holder = _drc_trainables(drc, lmm, cfg, device)
     run_config = dict(vars(cfg)) | {"n_train": int(len(train_idx)), "drc": dict(vars(drc.config))}
     inputs = TowerInputs(drc, lmm, codes, images)
@@ -853,7 +857,7 @@ def train_backbone_command(args) -> int:
 
         codes = augmented_codes(tokenizer, stickers, args.copies, seed=args.seed)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         i2t_fraction=args.i2t_fraction, bf16=not args.no_bf16, warmup=args.warmup,
+                         i2t_fraction=args.i2t_fraction, bf16=False if args.no_bf16 else None, warmup=args.warmup,
                          hybrid_fraction=args.hybrid_fraction, unconditional_fraction=args.unconditional_fraction,
                          interleaved_fraction=args.interleaved_fraction, factor_dropout=args.factor_dropout,
                          augment_prob=args.augment if args.copies > 1 else 0.0)
@@ -1312,14 +1316,14 @@ def main(argv: list[str] | None = None) -> int:
                         "triplets, save fp16 weights under data/checkpoints/stage1/<variant>, then run the swap "
                         "test and write the model card. Resumable with --state-dir.")
     s1.add_argument("--variant", choices=["drc", "uniform", "concat", "mlp"], default="drc")
-    s1.add_argument("--steps", type=int, default=1200)
+    s1.add_argument("--steps", type=int, default=600)
     s1.add_argument("--batch-size", type=int, default=32)
     s1.add_argument("--lr", type=float, default=1e-3)
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
     s1.add_argument("--features", choices=["semantic", "embeddings", "hidden"], default="semantic",
                     help="what the towers read: the semantic encoder's tokens (default), the LMM's embedding "
                          "lookup E_x, or its hidden states")
-    s1.add_argument("--form", choices=["cross", "self"], default="cross",
+    s1.add_argument("--form", choices=["cross", "self"], default="self",
                     help="tower form in stage 1: the paper's cross form (q from one image, k/v from the other) "
                          "or the self form of inference")
     s1.add_argument("--z-space", choices=["free", "words"], default="free",
