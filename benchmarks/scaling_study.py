@@ -66,28 +66,9 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from drclib import viz
 
-    ks = [r["k"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, split, title in ((axes[0], "train_cells", "LMM, training cells"),
-                             (axes[1], "heldout_cells", "LMM, held-out cells")):
-        for key, label in (("emoji_top1", "emoji"), ("style_acc", "style"), ("both", "both")):
-            ax.plot(ks, [r[split][key] for r in rows], "o-", label=label)
-        ax.set_title(title)
-    for key, label in (("real_emoji", "emoji"), ("real_style", "style")):
-        axes[2].plot(ks, [r["probe"][key] for r in rows], "o-", label=label)
-    axes[2].set_title("linear probe of the towers' features (held-out)")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("concepts in the set (K)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"scaling study: {rows[0]['steps']} LMM steps at every K")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    viz.plot_scaling_study(rows).savefig(path, dpi=110)
 
 
 def main() -> int:
