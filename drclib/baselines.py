@@ -36,6 +36,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from drclib.backbone import BOS, IMG, IMG_END, SEP, PocketLMM
@@ -52,6 +53,7 @@ METHODS = {
     "pigeon": "Pigeon (LMM-SFT + mask generator)",
     "recon": "Recon (reference through the tokenizer)",
     "grd": "Grd (the reference itself)",
+    "history": "Copy history (a random history image; ignores the reference)",
 }
 """The baselines of this module and their table labels."""
 
@@ -218,15 +220,18 @@ class InterleavedPipeline(PersonalizationPipeline):
 
 
 class ReferencePipeline(PersonalizationPipeline):
-    """Grd (``method="grd"``: the reference itself) or Recon (``"recon"``: the reference
-    through the visual tokenizer). They ignore the history, the text and both ratios: the
-    reference rows of the paper's table, the ceiling of semantic alignment."""
+    """Calibration rows that copy an input. Grd (``method="grd"``: the reference itself) and
+    Recon (``"recon"``: the reference through the visual tokenizer) ignore the history, the
+    text and both ratios: the reference rows of the paper's table, the ceiling of semantic
+    alignment and total collapse to the reference. ``"history"`` returns one of the user's
+    history images, drawn at random (``seed``): it ignores the reference, so it shows what a
+    method scores on style by copying the history, and its collapse to the history is total."""
 
     uses_alpha = False
 
     def __init__(self, method: str = "grd", tokenizer=None):
-        if method not in ("grd", "recon"):
-            raise ValueError(f"method must be 'grd' or 'recon', got {method!r}")
+        if method not in ("grd", "recon", "history"):
+            raise ValueError(f"method must be 'grd', 'recon' or 'history', got {method!r}")
         if method == "recon" and tokenizer is None:
             raise ValueError("Recon needs the visual tokenizer: ReferencePipeline('recon', tokenizer)")
         self.method, self.tokenizer = method, tokenizer
@@ -236,6 +241,10 @@ class ReferencePipeline(PersonalizationPipeline):
         return self.tokenizer.device if self.tokenizer is not None else torch.device("cpu")
 
     def _generate(self, hist, refs, text, alpha_m, alpha_s, num_images, seed, *, greedy, temperature, top_k):
+        if self.method == "history":
+            rng = np.random.default_rng(seed)
+            picks = [h[int(rng.integers(len(h)))] for h in hist for _ in range(num_images)]
+            return self._images(picks, "history")
         images = self._images(refs, "reference")
         if self.method == "recon":
             with torch.no_grad():
@@ -259,8 +268,8 @@ def load_baseline(method: str, *, device: str | torch.device = "auto", folder: s
 
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; known: {list(METHODS)}")
-    if method == "grd":
-        return ReferencePipeline("grd")
+    if method in ("grd", "history"):
+        return ReferencePipeline(method)
     if method == "recon":
         return ReferencePipeline("recon", tok_mod.load_default(device=pick_device(device)))
     if method == "lmm_star":

@@ -52,6 +52,7 @@ ROWS = {
     "ceiling": "Tokenizer ceiling (target through the tokenizer)",
     "grd": "Grd (the reference itself)",
     "recon": "Recon (reference through the tokenizer)",
+    "history": "Copy history (a random history image; ignores the reference)",
     "lmm_star": "LMM* (interleaved tokens, no fine-tuning)",
     "lmm_sft": "LMM-SFT (interleaved tokens, LoRA SFT)",
     "pigeon": "Pigeon",
@@ -64,7 +65,7 @@ ROWS = {
 }
 """Every row the evaluation knows, in table order, with its label."""
 
-GROUPS = {"reference": ("target", "ceiling", "grd", "recon"), "baselines": ("lmm_star", "lmm_sft", "pigeon"),
+GROUPS = {"reference": ("target", "ceiling", "grd", "recon", "history"), "baselines": ("lmm_star", "lmm_sft", "pigeon"),
           "drc": ("drc", "drc_no_aug"), "ablations": ("stage1_drc", "stage1_uniform", "stage1_concat", "stage1_mlp")}
 
 STYLE_COLUMNS = ("CS", "CIS", "DIS", "LPIPS", "StyleSim", "CS_kit", "CIS_kit")

@@ -857,7 +857,7 @@ def train_backbone_command(args) -> int:
 
         codes = augmented_codes(tokenizer, stickers, args.copies, seed=args.seed)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         i2t_fraction=args.i2t_fraction, bf16=False if args.no_bf16 else None, warmup=args.warmup,
+                         i2t_fraction=args.i2t_fraction, bf16=resolve_bf16(False if args.no_bf16 else None, device), warmup=args.warmup,
                          hybrid_fraction=args.hybrid_fraction, unconditional_fraction=args.unconditional_fraction,
                          interleaved_fraction=args.interleaved_fraction, factor_dropout=args.factor_dropout,
                          augment_prob=args.augment if args.copies > 1 else 0.0)
@@ -910,6 +910,12 @@ def _swap_row(label: str, r: dict) -> str:
 
 def _swap_header(first: str) -> list[str]:
     return [f"| {first} | " + " | ".join(t for _, t in SWAP_COLUMNS) + " |", "|---" * (len(SWAP_COLUMNS) + 1) + "|"]
+
+
+def swap_markdown(rows: dict, first: str = "model") -> str:
+    """A swap-test table as markdown: one row per ``{label: swap_rates}``, every column a rate
+    ± its standard error (the notebooks and cards share it)."""
+    return "\n".join(_swap_header(first) + [_swap_row(label, r) for label, r in rows.items()])
 
 
 def _stage1_card(variant: str, config: dict, info: dict) -> str:

@@ -58,7 +58,7 @@ def _check_02(r):
 
 
 def _check_03(r):
-    assert r["e_shape"] == [1, 64, 256] and r["z_shape"] == [1, 16, 256]
+    assert r["e_shape"] == [1, 64, 128] and r["z_shape"] == [1, 16, 256]     # semantic tokens in, LMM width out
     assert r["variant_z_tokens"] == {"drc": 16, "concat": 128, "mlp": 16}
     assert all(v == [1, 64, 256] for v in r["features"].values())
     assert r["params"]["StyleTower"] == r["params"]["SemTower"] > 0           # one architecture, two towers
@@ -76,12 +76,15 @@ def _check_04(r):
     for c in combos:
         x = r["combinations"][c]
         assert x["n"] == 24 and 0 <= x["both"] <= min(x["style_acc"], x["emoji_top1"]) <= 1
-    assert set(r["swap"]) == {"self", "cross"} and all(x["n"] == 24 for x in r["swap"].values())
-    refs = r["swap_references"]
-    assert refs["real target"]["style_of_A"] > 0.6 and refs["real target"]["emoji_of_B"] > 0.4
-    # copying B is total collapse to the reference: B's style and emoji, never A's emoji
-    assert refs["copy B"]["style_of_B"] > 0.6 and refs["copy B"]["emoji_of_A"] == 0
+    assert set(r["swap"]) == {"train", "heldout"}                          # both kinds of pairs
+    for kind, forms in r["swap"].items():
+        assert set(forms) == {"self", "cross"} and all(0 < x["n"] <= 24 for x in forms.values())
+        refs = r["swap_references"][kind]
+        assert refs["real target"]["style_of_A"] > 0.6 and refs["real target"]["emoji_of_B"] > 0.6
+        # copying B is total collapse to the reference: B's style and emoji, never A's emoji
+        assert refs["copy B"]["style_of_B"] > 0.6 and refs["copy B"]["emoji_of_A"] == 0
     assert set(r["ablation"]) == {"drc", "uniform", "concat", "mlp"}
+    assert all(set(a["swap"]) == {"train", "heldout"} for a in r["ablation"].values())
     trained = r["final_running_losses"]["drc"]
     assert max(trained.values()) < min(r["initial_losses"].values())       # the shipped model learned
 
@@ -99,7 +102,8 @@ def _check_05(r):
 def _check_06(r):
     assert r["generated"] is True and r["strip_images"] == 6
     assert "history is empty" in r["status"]                               # the error cell's message, no traceback
-    assert r["grid_shape"] == [3, 5, 32, 32, 3]
+    assert r["grid_shape"] == [3, 8, 32, 32, 3]          # reference, two history images, five alpha_m
+    assert set(r["alpha_m_rates"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
 
 
 def _check_07(r):
