@@ -393,7 +393,8 @@ class DRC(Pretrained):
         if e_hist.ndim != 4 or e_hist.shape[1] == 0:
             raise ValueError(f"history embeddings must be [B, N, 64, d] with N >= 1, got {tuple(e_hist.shape)}")
         b, n = e_hist.shape[:2]
-        f_sty = self.style_tower(e_hist.reshape(b * n, *e_hist.shape[2:]), None).view(b, n, *e_hist.shape[2:])
+        f_sty = self.style_tower(e_hist.reshape(b * n, *e_hist.shape[2:]), None)
+        f_sty = f_sty.view(b, n, *f_sty.shape[1:])         # the towers' width d (inputs may be narrower)
         f_sem = self.sem_tower(e_ref, None)
         m_h, m_r = self.masks(f_sty, f_sem, alpha_s, alpha_m, history_mask)
         valid = (torch.ones(b, n, device=f_sty.device) if history_mask is None

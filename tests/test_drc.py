@@ -582,6 +582,25 @@ def test_stage1_trains_on_semantic_features(lmm, codes, tiny_stickers, triplets)
                      progress=False)
 
 
+def test_stage2_user_instruction_on_semantic_features(lmm, codes, tiny_stickers, tmp_path):
+    """Stage 2 reads a history of semantic tokens narrower (24) than the towers' width (32):
+    the masks and z keep the towers' width (regression: the history's features were reshaped
+    to the input width and stage 2 crashed on the core-set retrain)."""
+    from drclib.drc import cell_images, cell_tokens
+
+    drc = DRC.for_lmm(lmm, encoder=_tiny_encoder(), n_latent=4, features="semantic")
+    drc.save_pretrained(tmp_path / "s1")
+    model = DRC.from_stage1(tmp_path / "s1")
+    images = cell_images(tiny_stickers)
+    hist = cell_tokens(model, lmm, codes, np.array([[[0, 1], [1, 2], [2, 3]]] * 2), images)
+    ref = cell_tokens(model, lmm, codes, np.array([[3, 4], [4, 5]]), images)
+    assert hist.shape == (2, 3, 64, 24)
+    z, (m_h, m_r) = model.user_instruction(hist, ref, 0.2, 0.5, return_masks=True)
+    assert z.shape == (2, 4, 32) and m_h.shape == (2, 3, 64) and m_r.shape == (2, 64)
+    z.pow(2).sum().backward()
+    assert any(p.grad is not None for p in model.masks.parameters())
+
+
 @pytest.mark.parametrize("form", ["cross", "self"])
 @pytest.mark.parametrize("variant", [{}, {"tower": "mlp"}, {"fusion": "concat"}])
 def test_drawn_instructions_equal_the_picked_ones(lmm, codes, triplets, form, variant):
