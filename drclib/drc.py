@@ -87,7 +87,13 @@ class DRCConfig:
     ``z_norm``); the LMM must learn to read it through its adapters. ``"words"``: each of the K
     tokens is a convex combination (softmax) of the LMM's own word embeddings, so z is always a
     "soft sentence" the frozen LMM already knows how to read, and the towers and fusion network
-    learn *which words* (style, emoji name) describe the image."""
+    learn *which words* (style, emoji name) describe the image. ``"slots"`` (the shipped
+    recipe): each of the K tokens is one of the LMM's words *or empty*, chosen by argmax with a
+    straight-through gradient (the softmax's); an empty slot is a zero vector that the prompt's
+    attention mask leaves out (:func:`hybrid_prompts`), so a caption shorter than K reaches the
+    frozen LMM exactly as in its pretraining. Why: the pocket LMM memorised its pretraining
+    sequences, and four junk words before a correct caption cut its "both" from 0.90 to 0.18
+    (RESULTS.md, section 3)."""
     n_words: int = 0
     """``z_space="words"``: the size of the LMM's word vocabulary (set by :meth:`DRC.for_lmm`)."""
     mask_generator: bool = False
@@ -106,10 +112,10 @@ class DRCConfig:
             raise ValueError(f"fusion must be one of {sorted(FUSIONS)}, got {self.fusion!r}")
         if self.stage1_form not in ("cross", "self"):
             raise ValueError(f"stage1_form must be 'cross' or 'self', got {self.stage1_form!r}")
-        if self.z_space not in ("free", "words"):
-            raise ValueError(f"z_space must be 'free' or 'words', got {self.z_space!r}")
-        if self.z_space == "words" and self.n_words < 1:
-            raise ValueError("z_space='words' needs n_words >= 1 (build the model with DRC.for_lmm(lmm, ...))")
+        if self.z_space not in ("free", "words", "slots"):
+            raise ValueError(f"z_space must be 'free', 'words' or 'slots', got {self.z_space!r}")
+        if self.z_space in ("words", "slots") and self.n_words < 1:
+            raise ValueError(f"z_space={self.z_space!r} needs n_words >= 1 (build the model with DRC.for_lmm(lmm, ...))")
         if self.features not in ("embeddings", "hidden", "semantic"):
             raise ValueError(f"features must be 'semantic', 'embeddings' or 'hidden', got {self.features!r}")
         if (self.features == "semantic") != (self.encoder is not None):
@@ -156,12 +162,14 @@ class DRC(Pretrained):
             in_dim = self.encoder.config.dim
         self.style_tower = sty_cls(config.dim, in_dim=in_dim, **kw)
         self.sem_tower = sem_cls(config.dim, in_dim=in_dim, **kw)
-        words = config.z_space == "words"
+        words = config.z_space in ("words", "slots")
+        n_out = config.n_words + (config.z_space == "slots")        # slots: the last choice is "empty"
         self.fusion = FUSIONS[config.fusion](config.dim, config.n_latent,
-                                             out_dim=config.n_words if words else config.dim, **kw)
+                                             out_dim=n_out if words else config.dim, **kw)
         if words:
-            # a copy of the LMM's word embeddings (filled by for_lmm, saved with the model)
-            self.register_buffer("word_embeddings", torch.zeros(config.n_words, config.dim))
+            # a copy of the LMM's word embeddings (filled by for_lmm, saved with the model);
+            # slots: one more row, all zeros, for the empty slot
+            self.register_buffer("word_embeddings", torch.zeros(n_out, config.dim))
         else:
             self.z_out = torch.nn.LayerNorm(config.dim)
             torch.nn.init.constant_(self.z_out.weight, config.z_norm / config.dim ** 0.5)
@@ -190,6 +198,12 @@ class DRC(Pretrained):
         ``return_logits`` (words only) also returns those weights' logits ``[B, K, n_words]``:
         which word each latent token leans to (see :func:`caption_anchor_loss`, :meth:`read_words`)."""
         out = self.fusion(f_style, f_sem)
+        if self.config.z_space == "slots":
+            soft = torch.softmax(out.float(), -1)
+            hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+            weights = hard + soft - soft.detach()          # forward: one word (or empty); backward: the softmax's
+            z = (weights @ self.word_embeddings.float()).to(out.dtype)
+            return (z, out) if return_logits else z
         if self.config.z_space == "words":
             weights = torch.softmax(out.float(), -1)
             z = (weights @ self.word_embeddings.float()).to(out.dtype)
@@ -212,7 +226,7 @@ class DRC(Pretrained):
         import dataclasses
 
         first_word = lmm.first_word
-        if changes.get("z_space") == "words":
+        if changes.get("z_space") in ("words", "slots"):
             changes.setdefault("n_words", lmm.config.vocab_size - first_word)
         if changes.get("features") == "semantic":
             if encoder is None:
@@ -222,10 +236,10 @@ class DRC(Pretrained):
         drc = cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
         if encoder is not None and drc.config.features == "semantic":
             drc.encoder.load_state_dict(encoder.state_dict())
-        if drc.config.z_space == "words":
+        if drc.config.z_space in ("words", "slots"):
             with torch.no_grad():
                 ids = torch.arange(first_word, lmm.config.vocab_size, device=lmm.device)
-                drc.word_embeddings.copy_(lmm.embed(ids).float().cpu())
+                drc.word_embeddings[:len(ids)].copy_(lmm.embed(ids).float().cpu())
         return drc
 
     @property
@@ -327,10 +341,12 @@ class DRC(Pretrained):
         """What a words-space instruction "says": for each of the K latent tokens of the composed
         instruction (self form, as :meth:`instruction`), the word it leans to most. A window
         into z for ``z_space="words"`` models, e.g. ``['a', 'sticker', 'of', 'cat', ...]``."""
-        if self.config.z_space != "words":
-            raise ValueError("read_words needs a z_space='words' model; a free z is not made of words")
+        if self.config.z_space not in ("words", "slots"):
+            raise ValueError("read_words needs a z_space='words' or 'slots' model; a free z is not made of words")
         _, logits = self.instruction(e_style, e_sem, return_logits=True)
-        return [lmm.describe_ids((row + lmm.first_word).tolist()) for row in logits.argmax(-1).cpu()]
+        n = self.config.n_words
+        return [["_" if i == n else lmm.describe_ids([i + lmm.first_word])[0] for i in row.tolist()]
+                for row in logits.argmax(-1).cpu()]
 
     # ------------------------------------------------------------------ composition
     def style_features(self, e_style: torch.Tensor, query: torch.Tensor | None = None,
@@ -476,7 +492,7 @@ def hybrid_prompts(lmm: PocketLMM, z: torch.Tensor, texts, instruction: str = HY
     prompt): left-padded embeddings ``[B, T, d]`` and their attention mask ``[B, T]``."""
     if isinstance(texts, str) or texts is None:
         p = hybrid_prompt(lmm, z, texts, instruction)
-        return p, torch.ones(p.shape[:2], dtype=torch.long, device=p.device)
+        return _left_pack(p, prompt_mask(p))
     texts = list(texts)
     if len(texts) != z.shape[0]:
         raise ValueError(f"{len(texts)} texts for {z.shape[0]} instructions")
@@ -486,8 +502,25 @@ def hybrid_prompts(lmm: PocketLMM, z: torch.Tensor, texts, instruction: str = HY
     mask = torch.zeros(len(rows), width, dtype=torch.long, device=z.device)
     for i, r in enumerate(rows):
         emb[i, width - r.shape[1]:] = r[0]
-        mask[i, width - r.shape[1]:] = 1
-    return emb, mask
+        mask[i, width - r.shape[1]:] = prompt_mask(r)[0]
+    return _left_pack(emb, mask)
+
+
+def _left_pack(emb: torch.Tensor, mask: torch.Tensor):
+    """Move each row's masked positions (empty slots) to its start, keeping the order of the
+    rest: the same prompt for the LMM (positions follow the mask), in the left-padded form
+    generation needs (the last position of every row real)."""
+    if bool(mask.all()):
+        return emb, mask
+    order = torch.sort(mask, dim=1, stable=True).indices
+    return emb.gather(1, order[..., None].expand_as(emb)), mask.gather(1, order)
+
+
+def prompt_mask(prompt: torch.Tensor) -> torch.Tensor:
+    """Attention mask ``[B, T]`` of prompt embeddings: 0 for an all-zero vector (an empty slot
+    of a ``z_space="slots"`` instruction, or left padding), 1 elsewhere. No word embedding of
+    the LMM is exactly zero, so nothing else is masked."""
+    return (prompt.detach().abs().sum(-1) != 0).long()
 
 
 def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torch.Tensor,
@@ -506,6 +539,8 @@ def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torc
     b = ids.shape[0]
     img = lmm.embed(torch.full((b, 1), IMG, device=lmm.device))
     seq = torch.cat([prompt, img.to(prompt.dtype), lmm.embed(ids).to(prompt.dtype)], 1)
+    if attention_mask is None and not bool(prompt_mask(prompt).all()):
+        attention_mask = prompt_mask(prompt)          # empty slots of the instruction
     if attention_mask is None:
         logits = lmm(inputs_embeds=seq).logits
     else:
@@ -519,7 +554,7 @@ def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torc
     return nll.view(b, n).mean(1)
 
 
-def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
+def caption_words(lmm: PocketLMM, stickers, n_latent: int, empty: int | None = None) -> torch.Tensor:
     """The caption of every cell as indices into the LMM's word table (what a words-space z is
     made of): ``[n_styles, n_emoji, n_latent]``, right-aligned, ``-100`` before the caption.
 
@@ -530,7 +565,8 @@ def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
     from drclib.backbone import sticker_caption
 
     first_word = lmm.first_word
-    out = torch.full((len(stickers.styles), len(stickers.names), n_latent), -100, dtype=torch.long)
+    out = torch.full((len(stickers.styles), len(stickers.names), n_latent), -100 if empty is None else empty,
+                     dtype=torch.long)
     for si, style in enumerate(stickers.styles):
         for ei, name in enumerate(stickers.names):
             ids = lmm.text_ids(sticker_caption(name, style))
@@ -541,7 +577,7 @@ def caption_words(lmm: PocketLMM, stickers, n_latent: int) -> torch.Tensor:
     return out
 
 
-def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
+def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor, empty: int | None = None) -> torch.Tensor:
     """The kit's caption anchor (not in the paper), per sample ``[B]``: cross-entropy between
     the last tokens of a words-space instruction and the words of the anchor's caption,
     ``-(1/L) sum_k log softmax(logits_k)[w_k]`` over the caption's L words ``w_k`` (``caption``
@@ -561,6 +597,8 @@ def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor) -> tor
     if caption.shape[1] > word_logits.shape[1]:
         raise ValueError(f"captions of {caption.shape[1]} slots run past z's {word_logits.shape[1]} tokens")
     tgt = caption.to(word_logits.device)
+    if empty is not None and word_logits.shape[1] > tgt.shape[1]:   # slots: every slot before the caption is empty
+        tgt = torch.cat([tgt.new_full((tgt.shape[0], word_logits.shape[1] - tgt.shape[1]), empty), tgt], 1)
     ce = F.cross_entropy(word_logits[:, -tgt.shape[1]:].float().transpose(1, 2), tgt, ignore_index=-100,
                          reduction="none")
     counted = (tgt != -100).sum(1).clamp(min=1)

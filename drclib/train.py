@@ -445,8 +445,9 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
     if len(triplets) == 0:
         raise ValueError("no triplets to train on: build them with drclib.data.make_dataset (n_triplets > 0)")
     anchored = cfg.caption_weight > 0
-    if anchored and drc.config.z_space != "words":
-        raise ValueError("the caption anchor (caption_weight > 0) names words: build the model with z_space='words'")
+    if anchored and drc.config.z_space not in ("words", "slots"):
+        raise ValueError("the caption anchor (caption_weight > 0) names words: build the model with z_space='words' or 'slots'")
+    empty = drc.config.n_words if drc.config.z_space == "slots" else None
     if anchored and captions is None:
         raise ValueError("caption_weight > 0 needs the captions: pass captions=drclib.drc.caption_words(lmm, stickers, K)")
     device = torch.device(device)
@@ -481,7 +482,7 @@ def train_stage1(drc, lmm: PocketLMM, codes: torch.Tensor, triplets, cfg: Stage1
             if anchored:      # the anchor reads all four instructions
                 zs = drc.stage1_instructions(e["a"], e["s"], e["m"], return_logits=True)
                 words = captions[cells["a"][idx, 0], cells["a"][idx, 1]].to(device)
-                anchor = torch.stack([caption_anchor_loss(zs[c][1], words) for c in COMBINATIONS]).mean()
+                anchor = torch.stack([caption_anchor_loss(zs[c][1], words, empty) for c in COMBINATIONS]).mean()
                 z = torch.stack([zs[c][0] for c in COMBINATIONS])[which, torch.arange(len(idx), device=device)]
             else:             # eq. (3) reads only the drawn one
                 z = drc.drawn_instructions(e["a"], e["s"], e["m"], which)
@@ -1071,7 +1072,8 @@ def train_stage1_command(args) -> int:
     cfg = Stage1Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        importance="uniform" if args.variant == "uniform" else "difficulty", lora_rank=args.lora_rank,
                        caption_weight=args.caption_weight)
-    captions = caption_words(lmm, stickers, args.n_latent) if cfg.caption_weight > 0 else None
+    captions = (caption_words(lmm, stickers, args.n_latent, drc.config.n_words if args.z_space == "slots" else None)
+                if cfg.caption_weight > 0 else None)
     t0 = time.perf_counter()
     history = train_stage1(drc, lmm, codes, data.triplets, cfg, device=device, checkpoint_dir=args.state_dir,
                            captions=captions, images=cell_images(stickers))
@@ -1132,8 +1134,10 @@ def train_stage2_command(args) -> int:
     tokenizer = tok_mod.load_default(device=device)
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
+    # stage 2 adapts the LMM only if stage 1 did (a frozen LMM reads a slots-space z as words)
+    s1_rank = int(s1.training_info.get("stage1", {}).get("lora_rank", 8))
     cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       augment=not args.no_augment)
+                       augment=not args.no_augment, lora_rank=s1_rank)
     t0 = time.perf_counter()
     history = train_stage2(drc, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
                            checkpoint_dir=args.state_dir, images=cell_images(stickers))
@@ -1323,7 +1327,7 @@ def main(argv: list[str] | None = None) -> int:
                         "triplets, save fp16 weights under data/checkpoints/stage1/<variant>, then run the swap "
                         "test and write the model card. Resumable with --state-dir.")
     s1.add_argument("--variant", choices=["drc", "uniform", "concat", "mlp"], default="drc")
-    s1.add_argument("--steps", type=int, default=600)
+    s1.add_argument("--steps", type=int, default=300)
     s1.add_argument("--batch-size", type=int, default=32)
     s1.add_argument("--lr", type=float, default=1e-3)
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
@@ -1333,11 +1337,15 @@ def main(argv: list[str] | None = None) -> int:
     s1.add_argument("--form", choices=["cross", "self"], default="self",
                     help="tower form in stage 1: the paper's cross form (q from one image, k/v from the other) "
                          "or the self form of inference")
-    s1.add_argument("--z-space", choices=["free", "words"], default="free",
-                    help="z as free vectors, or as soft mixtures of the LMM's word embeddings")
-    s1.add_argument("--lora-rank", type=int, default=8, help="0: frozen LMM; > 0: LoRA adapters train too")
-    s1.add_argument("--caption-weight", type=float, default=0.0,
-                    help="> 0: add the kit's caption anchor (not in the paper) with this weight; needs --z-space words")
+    s1.add_argument("--z-space", choices=["free", "words", "slots"], default="slots",
+                    help="z as free vectors, soft mixtures of the LMM's word embeddings, or slots that each hold "
+                         "one word or nothing (default)")
+    s1.add_argument("--lora-rank", type=int, default=0,
+                    help="0: frozen LMM (default); > 0: LoRA adapters train too (they cost the LMM its own "
+                         "text-to-image: 0.90 -> 0.15 'both' from exact captions after 300 steps)")
+    s1.add_argument("--caption-weight", type=float, default=1.0,
+                    help="> 0: the kit's caption anchor (not in the paper) with this weight (default 1; 0: eq. 3 "
+                         "alone); needs --z-space words or slots")
     s1.add_argument("--profile", default="full", help="whose triplets to train on")
     s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")
     s1.add_argument("--seed", type=int, default=0)

@@ -115,6 +115,44 @@ def test_words_space_z_is_a_soft_sentence(lmm, codes, triplets, tmp_path):
         DRCConfig(z_space="pixels")
 
 
+def test_slots_space_z_is_words_or_empty(lmm, codes, triplets, tiny_stickers, tmp_path):
+    """z_space="slots": every latent token is exactly one word embedding of the LMM or exactly
+    zero (an empty slot), gradients still reach the towers (straight-through), empty slots are
+    masked out of the prompt and packed to its left, and a slots z that spells a caption gives
+    the LMM the same loss as the caption written as text."""
+    from drclib.drc import hybrid_prompts, prompt_mask
+
+    drc = DRC.for_lmm(lmm, n_latent=6, z_space="slots")
+    words = lmm.embed(torch.arange(lmm.first_word, lmm.config.vocab_size)).detach()
+    assert drc.word_embeddings.shape == (len(words) + 1, 32) and drc.word_embeddings[-1].abs().sum() == 0
+    e = [emb(lmm, codes, c[:3]).detach() for c in (triplets.anchor, triplets.pos_style, triplets.pos_sem)]
+    z, logits = drc.stage1_instructions(*e, return_logits=True)["sm"]
+    assert logits.shape == (3, 6, len(words) + 1)
+    pick = logits.argmax(-1)
+    for i in range(3):
+        for k in range(6):
+            want = torch.zeros(32) if pick[i, k] == len(words) else words[pick[i, k]]
+            torch.testing.assert_close(z[i, k].detach(), want)
+    z.pow(2).sum().backward()
+    assert drc.sem_tower.attn.attn.in_proj_weight.grad.abs().sum() > 0
+    # a caption in the last slots, the rest empty: the same loss as the caption as plain words
+    cap = lmm.text_ids("a sticker of")
+    zc = torch.zeros(1, 6, 32)
+    zc[0, 6 - len(cap):] = lmm.embed(torch.tensor(cap)).detach()
+    target = codes[0, 0][None]
+    plain = torch.cat([hybrid_prompt(lmm, zc[:, :0]), lmm.embed(torch.tensor(cap))[None].detach()], 1)
+    torch.testing.assert_close(reconstruction_loss(lmm, hybrid_prompt(lmm, zc), target),
+                               reconstruction_loss(lmm, plain, target), atol=1e-4, rtol=1e-4)
+    p, m = hybrid_prompts(lmm, zc, None)
+    assert m[0, :6 - len(cap)].sum() == 0 and bool(m[0, 6 - len(cap):].all()), "empty slots packed to the left"
+    assert prompt_mask(p).equal(m)
+    # the anchor's empty target fills the slots before the caption
+    caps = caption_words(lmm, tiny_stickers, 12, empty=len(words))
+    assert (caps == len(words)).any() and not (caps == -100).any()
+    drc.save_pretrained(tmp_path / "s")
+    assert DRC.from_pretrained(tmp_path / "s").config.z_space == "slots"
+
+
 def test_caption_words_and_the_anchor_loss(lmm, tiny_stickers):
     """caption_words spells every cell's caption in word-table indices (-100 after its end);
     caption_anchor_loss is the mean cross-entropy over the caption's words only, near 0 when
