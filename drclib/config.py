@@ -56,7 +56,7 @@ class Profile:
     """Anchors whose positive-style sample is mined when measuring precision@k."""
     mining_pool: int = 1500
     """Candidate pool size for positive-style mining."""
-    stage1_steps: int = 1200
+    stage1_steps: int = 300
     """Steps when a notebook trains stage 1 itself."""
     stage1_batch: int = 32
     swap_pairs: int = 300

@@ -298,11 +298,11 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = get_profile(args.profile)
-    stickers = StickerSet.load()
+    stickers = StickerSet.for_profile(args.profile)          # the profile's concept set
     cells = np.argwhere(~heldout_cells(stickers))
     rng = np.random.default_rng(args.seed)
-    anchors = cells[rng.choice(len(cells), size=prof.mining_anchors, replace=False)]
-    pool = cells[rng.choice(len(cells), size=prof.mining_pool, replace=False)]
+    anchors = cells[rng.choice(len(cells), size=min(prof.mining_anchors, len(cells)), replace=False)]
+    pool = cells[rng.choice(len(cells), size=min(prof.mining_pool, len(cells)), replace=False)]
     rows = mining_table(stickers, anchors, pool, k=args.k)
     chance = chance_precision(anchors, pool)
     print(f"{len(anchors)} anchors, pool of {len(pool)}, k = {args.k}; chance {chance:.3f}")
