@@ -389,7 +389,8 @@ class DRC(Pretrained):
 
     # ------------------------------------------------------------------ stage 2
     def user_instruction(self, e_hist: torch.Tensor, e_ref: torch.Tensor, alpha_s=0.2, alpha_m=0.5,
-                         history_mask: torch.Tensor | None = None, return_masks: bool = False):
+                         history_mask: torch.Tensor | None = None, return_masks: bool = False,
+                         return_logits: bool = False):
         """Stage 2's instruction z~ for a user's history ``[B, N, 64, d]`` and a reference
         ``[B, 64, d]`` (paper section 2.2):
 
@@ -401,7 +402,8 @@ class DRC(Pretrained):
 
         ``alpha_s`` / ``alpha_m`` (floats or ``[B]``) are the masked ratios in [0, 1]: more
         ``alpha_m`` = less of the reference's semantics. ``history_mask`` ``[B, N]`` marks real
-        history images. With ``return_masks`` also returns ``(m_hist, m_ref)``.
+        history images. With ``return_masks`` also returns ``(m_hist, m_ref)``; with
+        ``return_logits`` z is ``(z, word_logits)`` as in :meth:`fuse`.
         """
         if not self.config.mask_generator:
             raise ValueError("this DRC model has no mask generator (a stage-1 model): build a stage-2 model with "
@@ -417,7 +419,7 @@ class DRC(Pretrained):
                  else history_mask.to(f_sty.device, f_sty.dtype))
         f_sty_t = (f_sty * m_h[..., None].to(f_sty.dtype) * valid[:, :, None, None]).sum(1) / valid.sum(1)[:, None, None]
         f_sem_t = f_sem * m_r[..., None].to(f_sem.dtype)
-        z = self.fuse(f_sty_t, f_sem_t)
+        z = self.fuse(f_sty_t, f_sem_t, return_logits=return_logits)
         return (z, (m_h, m_r)) if return_masks else z
 
 

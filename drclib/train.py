@@ -530,11 +530,19 @@ class Stage2Config:
     the other styles). False ("w/o Aug", Pigeon's protocol): the target is its own reference."""
     lora_rank: int = 8
     lora_alpha: int = 16
+    caption_weight: float = 0.0
+    """> 0 (the kit's, not in the paper; a words- or slots-space model): add this times
+    :func:`drclib.drc.caption_anchor_loss` of z~ against the *target's* caption (the user's
+    style, the reference's emoji), as stage 1's anchor does for the anchor's. Without it stage
+    2's gradient, through the straight-through word choice, drifted z~ to junk words (loss 5 to
+    9 nats per code in 330 steps on the core-set retrain)."""
     seed: int = 0
     bf16: bool | None = None   # None: bf16 autocast where the device runs it fast (runtime.bf16_fast)
     checkpoint_every: int = 100
 
     def __post_init__(self):
+        if self.caption_weight < 0:
+            raise ValueError(f"caption_weight must be >= 0, got {self.caption_weight}")
         if not 0 <= self.alpha_s <= 1:
             raise ValueError(f"alpha_s must lie in [0, 1], got {self.alpha_s}")
         if self.steps < 1 or self.batch_size < 1:
@@ -591,7 +599,8 @@ def _sft_loop(losses_of, samples, train_idx: np.ndarray, cfg: "Stage2Config", pa
 def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: np.ndarray,
                  cfg: Stage2Config | None = None, *, device: str | torch.device = "cpu",
                  checkpoint_dir: str | Path | None = None, progress: bool = True,
-                 stop_after: int | None = None, images: torch.Tensor | None = None) -> dict:
+                 stop_after: int | None = None, images: torch.Tensor | None = None,
+                 captions: torch.Tensor | None = None) -> dict:
     """Stage 2 of DRC: supervised fine-tuning for personalization (eqs. 5-9).
 
     For each training sample: the user's history and a reference (semantic-preserving
@@ -600,9 +609,17 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
     target's 64 codes after ``<bos> Create an image ... <text> z~ <img>`` (eq. 9). Towers, fusion,
     mask generator and the LMM's LoRA adapters train; the LMM's base weights do not.
     ``drc`` must carry a mask generator (:meth:`drclib.drc.DRC.from_stage1`); ``images``
-    (:func:`drclib.drc.cell_images`) when it reads semantic features.
+    (:func:`drclib.drc.cell_images`) when it reads semantic features; ``captions``
+    (:func:`drclib.drc.caption_words`) with ``cfg.caption_weight > 0``, whose per-sample loss is
+    then added to eq. (9)'s (the ``loss`` of the history is their sum).
     """
-    from drclib.drc import TowerInputs, hybrid_prompts, reconstruction_loss
+    from drclib.drc import TowerInputs, caption_anchor_loss, hybrid_prompts, reconstruction_loss
+
+    anchored = (cfg or Stage2Config()).caption_weight > 0
+    if anchored and (captions is None or drc.config.z_space not in ("words", "slots")):
+        raise ValueError("stage 2's caption anchor needs a words- or slots-space model and the captions: "
+                         "pass captions=drclib.drc.caption_words(lmm, stickers, K, empty)")
+    empty = drc.config.n_words if drc.config.z_space == "slots" else None
 
     cfg = cfg or Stage2Config()
     train_idx = np.asarray(train_idx)
@@ -621,9 +638,15 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
             e_hist, e_ref = inputs(batch["history"]), inputs(batch["reference"])
         target = codes[batch["target"][:, 0], batch["target"][:, 1]].to(device)
         with autocast:
-            z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device))
+            z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device), return_logits=anchored)
+            if anchored:
+                z, logits = z
             prompt, mask = hybrid_prompts(lmm, z, batch["text"])
-            return reconstruction_loss(lmm, prompt, target, mask)
+            loss = reconstruction_loss(lmm, prompt, target, mask)
+            if anchored:
+                words = captions[batch["target"][:, 0], batch["target"][:, 1]].to(device)
+                loss = loss + cfg.caption_weight * caption_anchor_loss(logits, words, empty)
+            return loss
 
     history = _sft_loop(losses_of, samples, train_idx, cfg, params, opt, holder, run_config, device=device,
                         checkpoint_dir=checkpoint_dir, progress=progress, stop_after=stop_after, name="stage 2")
@@ -1135,12 +1158,19 @@ def train_stage2_command(args) -> int:
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
     # stage 2 adapts the LMM only if stage 1 did (a frozen LMM reads a slots-space z as words)
-    s1_rank = int(s1.training_info.get("stage1", {}).get("lora_rank", 8))
+    s1_info = s1.training_info.get("stage1", {})
+    s1_rank = int(s1_info.get("lora_rank", 8))
+    # a words/slots model keeps stage 1's caption anchor, now on the target's caption
+    weight = float(s1_info.get("caption_weight", 0.0)) if drc.config.z_space in ("words", "slots") else 0.0
     cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       augment=not args.no_augment, lora_rank=s1_rank)
+                       augment=not args.no_augment, lora_rank=s1_rank, caption_weight=weight)
+    from drclib.drc import caption_words
+
+    captions = (caption_words(lmm, stickers, drc.config.n_latent,
+                              drc.config.n_words if drc.config.z_space == "slots" else None) if weight > 0 else None)
     t0 = time.perf_counter()
     history = train_stage2(drc, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
-                           checkpoint_dir=args.state_dir, images=cell_images(stickers))
+                           checkpoint_dir=args.state_dir, images=cell_images(stickers), captions=captions)
     minutes = (time.perf_counter() - t0) / 60
     out = Path(args.out or shipped_stage2_dir(cfg.augment))
     from drclib.backbone import default_checkpoint_dir
@@ -1368,7 +1398,7 @@ def main(argv: list[str] | None = None) -> int:
                         "towers, fusion, mask generator and the LMM's LoRA adapters on the sample split's training "
                         "samples (semantic-preserving augmentation unless --no-augment), save the pipeline to "
                         "data/checkpoints/drc (or drc_no_aug) and evaluate it beside the stage-1-only pipeline.")
-    s2.add_argument("--steps", type=int, default=400)
+    s2.add_argument("--steps", type=int, default=200)
     s2.add_argument("--batch-size", type=int, default=16)
     s2.add_argument("--lr", type=float, default=3e-4)
     s2.add_argument("--no-augment", action="store_true", help="w/o Aug: the target is its own reference")

@@ -2,6 +2,8 @@
 the importance sampler, training (learns, resumes exactly, leaves the LMM untouched), the
 swap-test helpers, save/load, bad input."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -618,6 +620,33 @@ def test_stage1_trains_on_semantic_features(lmm, codes, tiny_stickers, triplets)
     with pytest.raises(ValueError, match="images"):
         train_stage1(drc, model, codes, triplets, Stage1Config(steps=1, batch_size=4, bf16=False, lora_rank=0),
                      progress=False)
+
+
+def test_stage2_caption_anchor_on_a_slots_model(tiny_stickers, codes, tmp_path):
+    """Stage 2 with the caption anchor (a slots model, frozen LMM): the anchor's loss is part
+    of the recorded loss, the LMM stays untouched, and the anchor without captions is an error."""
+    from drclib.data import make_dataset
+    from drclib.drc import caption_words
+    from drclib.train import Stage2Config, train_stage2
+
+    data = make_dataset(tiny_stickers, "quick", seed=0, n_users=6)
+    train = data.splits["sample"].train
+    torch.manual_seed(0)
+    base = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **TINY)
+    DRC.for_lmm(base, n_latent=12, z_space="slots").save_pretrained(tmp_path / "s1")
+    drc = DRC.from_stage1(tmp_path / "s1")
+    caps = caption_words(base, tiny_stickers, 12, empty=drc.config.n_words)
+    lmm_before = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = Stage2Config(steps=3, batch_size=4, warmup=1, bf16=False, lora_rank=0, caption_weight=10.0)
+    h = train_stage2(drc, base, codes, data.samples, train, cfg, progress=False, captions=caps)
+    assert len(h["loss"]) == 3 and np.isfinite(h["loss"]).all()
+    plain = train_stage2(DRC.from_stage1(tmp_path / "s1"), base, codes, data.samples, train,
+                         replace(cfg, caption_weight=0.0), progress=False)
+    assert h["loss"][0] > plain["loss"][0] + 1.0, "the anchor's loss (x10) is in the recorded loss"
+    for k, v in base.state_dict().items():
+        torch.testing.assert_close(v, lmm_before[k])
+    with pytest.raises(ValueError, match="captions"):
+        train_stage2(DRC.from_stage1(tmp_path / "s1"), base, codes, data.samples, train, cfg, progress=False)
 
 
 def test_stage2_user_instruction_on_semantic_features(lmm, codes, tiny_stickers, tmp_path):
