@@ -357,6 +357,11 @@ class DRCPipeline(PersonalizationPipeline):
         z = self._instruction(hist, refs, alpha_m, alpha_s)
         if top_k is not None:
             top_k = min(int(top_k), self.lmm.config.n_visual)
+        if self.drc.config.z_space == "slots":
+            # a slots z reaches the frozen LMM as the caption it was pretrained on; words before
+            # it (the kit's generic instructions carry no content) cost the LMM most of what it
+            # draws (RESULTS.md, section 3), so this model's stage 2 trained without them too
+            text = None
         codes = generate_codes(self.lmm, z, text=text, greedy=greedy, seed=seed, num_images=num_images,
                                temperature=temperature, top_k=top_k)
         return self.tokenizer.decode(codes.to(self.tokenizer.device))

@@ -641,7 +641,8 @@ def train_stage2(drc, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: n
             z = drc.user_instruction(e_hist, e_ref, cfg.alpha_s, batch["alpha_m"].to(device), return_logits=anchored)
             if anchored:
                 z, logits = z
-            prompt, mask = hybrid_prompts(lmm, z, batch["text"])
+            # a slots z stands for the caption itself: no user text before it (see DRCPipeline)
+            prompt, mask = hybrid_prompts(lmm, z, None if drc.config.z_space == "slots" else batch["text"])
             loss = reconstruction_loss(lmm, prompt, target, mask)
             if anchored:
                 words = captions[batch["target"][:, 0], batch["target"][:, 1]].to(device)
