@@ -162,18 +162,21 @@ def test_load_errors(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["pigeon", "lmm_sft"])
-def test_shipped_baselines_reproduce_their_card(method, shipped_stickers):
-    """The shipped Pigeon and LMM-SFT load with the shipped LMM and tokenizer and reproduce
-    the probe stored in their card (24 test samples), within 2 of 24 images."""
+def test_shipped_baselines_reproduce_their_card(method):
+    """The shipped Pigeon and LMM-SFT load with the shipped LMM and tokenizer, know their
+    concept set (core), and reproduce the probe stored in their card (24 test samples), within
+    2 of 24 images."""
     from drclib import metrics
+    from drclib.data import StickerSet, concept_set
     from drclib.train import baseline_probe
 
     pipe = load_baseline(method, device="cpu")
     assert pipe.method == method and pipe.uses_alpha == (method == "pigeon")
+    np.testing.assert_array_equal(pipe.concepts, concept_set("core"))
+    stickers = StickerSet.for_profile("full")
     stored = pipe.prompter.training_info["probe"]
-    data = make_dataset(shipped_stickers, "full", seed=0)
-    got = baseline_probe(pipe, shipped_stickers, data.samples, data.splits["sample"].test,
-                         metrics.load_default("style_classifier"), metrics.load_default("emoji_classifier"))
+    data = make_dataset(stickers, "full", seed=0)
+    got = baseline_probe(pipe, stickers, data.samples, data.splits["sample"].test, *metrics.load_judges(stickers))
     for k, v in stored.items():
         assert abs(got[k] - v) <= 2 / 24 + 1e-9, (k, got[k], v)
-    assert pipe.prompter.training_info["evaluation"]["heldout"][method]["n"] == 300
+    assert pipe.prompter.training_info["evaluation"]["heldout"][method]["n"] == len(data.splits["heldout"].test)
