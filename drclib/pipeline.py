@@ -428,6 +428,11 @@ def save_base_parts(folder: Path, lmm, tokenizer, *, lmm_folder=None, tokenizer_
             meta[name] = {"sha256": file_digest(path / "model.safetensors"), "folder_hint": path.name}
     if lmm.has_lora:
         lmm.save_lora(folder / "lora", dtype=dtype)
+    elif (folder / "lora").exists():
+        # a frozen LMM: adapters left by an earlier save would be loaded onto it
+        import shutil
+
+        shutil.rmtree(folder / "lora")
     concepts = (getattr(lmm, "training_info", None) or {}).get("concepts")
     if concepts is not None:
         meta["concepts"] = [int(c) for c in concepts]

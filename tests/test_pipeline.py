@@ -147,6 +147,20 @@ def test_save_and_load_roundtrip(parts, tmp_path):
         DRCPipeline.from_pretrained(tmp_path / "p")
 
 
+def test_saving_a_frozen_lmm_removes_stale_adapters(parts, tmp_path):
+    """Saved over a folder that holds adapters from an earlier save, a pipeline whose LMM has
+    none must not leave them there: loading would put them on the frozen LMM."""
+    from drclib.pipeline import _base_lmm
+
+    drc, lmm, tok = parts
+    assert lmm.has_lora
+    DRCPipeline(drc, lmm, tok).save_pretrained(tmp_path / "p", copy_base=True)
+    assert (tmp_path / "p" / "lora").is_dir()
+    DRCPipeline(drc, _base_lmm(lmm), tok).save_pretrained(tmp_path / "p", copy_base=True)
+    assert not (tmp_path / "p" / "lora").exists()
+    assert not DRCPipeline.from_pretrained(tmp_path / "p", device="cpu").lmm.has_lora
+
+
 def test_parts_that_do_not_belong_together(parts, tiny_stickers):
     drc, lmm, tok = parts
     other = PocketLMM.from_stickers(tiny_stickers, n_visual=16, **LMM)
