@@ -1319,18 +1319,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--lr", type=float, default=LMM_RECIPE["lr"])
     b.add_argument("--i2t-fraction", type=float, default=LMM_RECIPE["i2t_fraction"])
-    b.add_argument("--hybrid-fraction", type=float, default=LMM_RECIPE["hybrid_fraction"],
-                   help="share of text-to-image sequences prefixed by DRC's hybrid-prompt sentence")
-    b.add_argument("--unconditional-fraction", type=float, default=LMM_RECIPE["unconditional_fraction"],
-                   help="share of caption-free image sequences in a batch")
-    b.add_argument("--interleaved-fraction", type=float, default=LMM_RECIPE["interleaved_fraction"],
-                   help="share of interleaved sequences (an image, then a caption and image of the same style or emoji)")
-    b.add_argument("--factor-dropout", type=float, default=LMM_RECIPE["factor_dropout"],
-                   help="share of text-to-image captions naming only the emoji or only the style")
-    b.add_argument("--augment", type=float, default=LMM_RECIPE["augment_prob"],
-                   help="chance that a sequence uses a shifted/scaled copy of the sticker")
-    b.add_argument("--copies", type=int, default=LMM_RECIPE["augment_copies"],
-                   help="augmented copies of every sticker (with --augment > 0)")
+    for flag, key, kind, text in (
+            ("--hybrid-fraction", "hybrid_fraction", float, "share of text-to-image sequences prefixed by DRC's hybrid-prompt sentence"),
+            ("--unconditional-fraction", "unconditional_fraction", float, "share of caption-free image sequences in a batch"),
+            ("--interleaved-fraction", "interleaved_fraction", float,
+             "share of interleaved sequences (an image, then a caption and image of the same style or emoji)"),
+            ("--factor-dropout", "factor_dropout", float, "share of text-to-image captions naming only the emoji or only the style"),
+            ("--augment", "augment_prob", float, "chance that a sequence uses a shifted/scaled copy of the sticker"),
+            ("--copies", "augment_copies", int, "augmented copies of every sticker (with --augment > 0)")):
+        b.add_argument(flag, type=kind, default=LMM_RECIPE[key], help=text)
     b.add_argument("--hidden", type=int, default=256)
     b.add_argument("--layers", type=int, default=4)
     b.add_argument("--heads", type=int, default=4)
