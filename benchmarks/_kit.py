@@ -12,7 +12,7 @@ def shipped_inputs(threads: int = 0, lmm_folder: str | None = None):
     ``[n_styles, n_emoji, 64]``. Returns ``(stickers, lmm, tokenizer, codes)``."""
     if threads:
         torch.set_num_threads(threads)
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
     from drclib.data import StickerSet
     from drclib.runtime import pick_device

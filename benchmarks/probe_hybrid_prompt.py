@@ -17,7 +17,7 @@ import torch
 
 
 def main() -> None:
-    from drclib import tokenizer as vt
+    from drclib.backbone import tokenizer as vt
     from drclib.backbone import BOS, PocketLMM, default_checkpoint_dir, sticker_caption, sticker_codes
     from drclib.data import StickerSet, heldout_cells
     from drclib.drc import DRC, hybrid_prompt, reconstruction_loss

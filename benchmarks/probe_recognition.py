@@ -38,7 +38,7 @@ from _kit import shipped_inputs   # this folder: the scripts run as python bench
 
 
 def linear_probes(stickers, lmm, codes) -> None:
-    from drclib.data.users import heldout_cells
+    from drclib.data.splits import heldout_cells
 
     n_styles, n_emoji = codes.shape[:2]
     train = torch.from_numpy(~heldout_cells(stickers).reshape(-1))

@@ -32,17 +32,18 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from drclib import metrics
-    from drclib import tokenizer as vt
+    from drclib import judges
+    from drclib.backbone import tokenizer as vt
     from drclib.backbone import load_default, sticker_caption
     from drclib.data import StickerSet
-    from drclib.drc import _predict, generate_codes, load_stage1, swap_pair_sets, swap_rates
+    from drclib.drc import generate_codes, load_stage1, swap_pair_sets, swap_rates
+    from drclib.drc.swap import _predict
     from drclib.runtime import pick_device
 
     pick_device("cpu")
     stickers = StickerSet.for_profile("full")
     tok = vt.load_default()
-    style_clf, emoji_clf = metrics.load_judges(stickers)
+    style_clf, emoji_clf = judges.load_judges(stickers)
     a, b = swap_pair_sets(stickers, args.pairs)["train"]
     captions = [sticker_caption(stickers.names[b[i, 1]], stickers.styles[a[i, 0]]) for i in range(len(a))]
 

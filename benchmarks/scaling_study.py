@@ -9,7 +9,7 @@ the shipped size is pretrained on the set's training cells with the shipped reci
 (:data:`drclib.train.LMM_RECIPE`) for the same number of steps at every K, then scored greedily on
 up to 300 training and 300 held-out cells by the kit's judges (the emoji judge's argmax over the
 set). The towers' input features (the shipped semantic encoder, the same for every K) are probed
-on the set's held-out cells (:func:`drclib.encoder.probe_features`). Each K takes about 12
+on the set's held-out cells (:func:`drclib.backbone.encoder.probe_features`). Each K takes about 12
 minutes on one thread of the 2-core machine. Writes ``scaling_study.json`` (one row per K, with
 the command and machine) and ``scaling_study.png`` (quality against K), which notebook 01 and
 RESULTS.md show. Rows already in the JSON are kept (the study resumes).
@@ -29,10 +29,11 @@ import torch
 
 
 def run_size(k: int, steps: int, seed: int, n_eval: int) -> dict:
-    from drclib import encoder as enc_mod
-    from drclib import metrics
-    from drclib import tokenizer as tok_mod
-    from drclib.backbone import PocketLMM, evaluate_text_to_image, sticker_codes
+    from drclib.backbone import encoder as enc_mod
+    from drclib import judges
+    from drclib.backbone import tokenizer as tok_mod
+    from drclib.backbone import PocketLMM, sticker_codes
+    from drclib.judges import evaluate_text_to_image
     from drclib.data import StickerSet, heldout_cells
     from drclib.data.concepts import ranked_prefix
     from drclib.train import LMM_RECIPE, PretrainConfig, pretrain_backbone
@@ -49,7 +50,7 @@ def run_size(k: int, steps: int, seed: int, n_eval: int) -> dict:
     t0 = time.perf_counter()
     pretrain_backbone(lmm, stickers, codes, train, PretrainConfig(**recipe), progress=False)
     minutes = (time.perf_counter() - t0) / 60
-    style_clf, emoji_clf = metrics.load_judges(stickers)
+    style_clf, emoji_clf = judges.load_judges(stickers)
     rng = np.random.default_rng(seed)
     pick = lambda cells: cells[np.sort(rng.choice(len(cells), size=min(n_eval, len(cells)), replace=False))]  # noqa: E731
     ev = {name: evaluate_text_to_image(lmm, tok, style_clf, emoji_clf, stickers, pick(cells))
@@ -82,7 +83,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from drclib.runtime import pick_device
-    from drclib.train import _machine
+    from drclib.runtime import describe_machine
 
     pick_device("cpu")
     out = Path(args.out)
@@ -90,7 +91,7 @@ def main() -> int:
     path = out / "scaling_study.json"
     doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     doc.update(command="python benchmarks/scaling_study.py " + " ".join(sys.argv[1:]),
-               machine=_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
+               machine=describe_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
                                          f"torch {torch.__version__}")
     done = {(r["k"], r["steps"]) for r in doc["rows"]}
     for k in args.sizes:

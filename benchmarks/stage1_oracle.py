@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     stickers, lmm, tok, codes = shipped_inputs(args.threads)
-    from drclib import metrics
+    from drclib import judges
     from drclib.data import make_dataset
     from drclib.drc import DRC, caption_words, evaluate_stage1, heldout_triplets, swap_pairs
     from drclib.train import Stage1Config, train_stage1
@@ -69,8 +69,8 @@ def main() -> None:
                                     model.image_tokens(lmm, codes[held.pos_sem[:, 0], held.pos_sem[:, 1]]))
         for (s, e), words in zip(held.anchor, said):
             print(f"held-out z(s,m) says: {' '.join(words)!r}  (anchor: {stickers.names[e]} in {stickers.styles[s]} style)")
-    ev = evaluate_stage1(model, lmm, tok, metrics.load_default("style_classifier"),
-                         metrics.load_default("emoji_classifier"), codes,
+    ev = evaluate_stage1(model, lmm, tok, judges.load_default("style_classifier"),
+                         judges.load_default("emoji_classifier"), codes,
                          triplets=heldout_triplets(stickers, args.pairs), pairs=swap_pairs(stickers, args.pairs))
     print(json.dumps({k: ev[k] for k in ("combinations", "swap")}, indent=1))
 

@@ -43,7 +43,7 @@ from drclib.backbone import BOS, IMG, IMG_END, SEP, PocketLMM
 from drclib.checkpoint import CheckpointError, Pretrained, shipped_dir
 from drclib.drc import HYBRID_PROMPT
 from drclib.io import atomic_path
-from drclib.modules import MaskGenerator
+from drclib.drc.modules import MaskGenerator
 from drclib.pipeline import (IMAGE_SIZE, PIPELINE_FILE, PersonalizationPipeline, load_base_parts,
                              read_pipeline_meta, save_base_parts)
 
@@ -167,7 +167,7 @@ class InterleavedPipeline(PersonalizationPipeline):
     def pretrained_lmm(cls, *, device: str | torch.device = "auto") -> "InterleavedPipeline":
         """LMM*: the shipped pocket LMM and tokenizer, no fine-tuning, no masks."""
         from drclib import backbone
-        from drclib import tokenizer as tok_mod
+        from drclib.backbone import tokenizer as tok_mod
         from drclib.runtime import pick_device
 
         device = pick_device(device)
@@ -263,7 +263,7 @@ def default_baseline_dir(method: str) -> Path:
 def load_baseline(method: str, *, device: str | torch.device = "auto", folder: str | os.PathLike | None = None):
     """A baseline pipeline by name (see :data:`METHODS`); trained ones load from ``folder``
     (default ``data/checkpoints/<method>``), with a clear error saying how to train them."""
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.runtime import pick_device
 
     if method not in METHODS:

@@ -173,7 +173,7 @@ class Pretrained(torch.nn.Module):
 
 def shipped_dir(name: str) -> Path:
     """``<repo>/data/checkpoints/<name>``: where the kit ships a trained model."""
-    from drclib.data.stickers import repo_root
+    from drclib.paths import repo_root
 
     return repo_root() / "data" / "checkpoints" / name
 

@@ -10,7 +10,7 @@ drawn from its semantic-preserving set, and is scored on:
 - **semantic alignment** against the reference: CS (with the caption of the reference's
   emoji), CIS, DIS;
 - **FID** of the outputs against the real targets;
-- the **ground-truth** columns only this data allows (:func:`drclib.metrics.personalization_rates`):
+- the **ground-truth** columns only this data allows (:func:`drclib.judges.personalization_rates`):
   style accuracy, emoji top-1 / top-5, both at once, collapse to the reference (output in the
   reference's style) and collapse to the history (output shows a history emoji).
 
@@ -118,13 +118,14 @@ class Judges:
     @classmethod
     def load(cls, device="cpu", paper: bool = True, stickers=None) -> "Judges":
         """The shipped judges; with ``stickers`` (a concept set) the emoji judge chooses among its emoji."""
-        from drclib import metrics, tinyclip
+        from drclib import judges as jd
+        from drclib.backbone import tinyclip
 
-        judges = cls(metrics.load_default("style_classifier", device),
-                     metrics.load_default("emoji_classifier", device, stickers),
+        judges = cls(jd.load_default("style_classifier", device),
+                     jd.load_default("emoji_classifier", device, stickers),
                      tinyclip.load_default(device=device))
         judges.status = {name: "available (kit)" for name in ("style_classifier", "emoji_classifier", "tinyclip")}
-        for name, loader in metrics.LOADERS.items():
+        for name, loader in jd.LOADERS.items():
             model, reason = loader(device) if paper else (None, "not requested")
             judges.paper[name] = model
             judges.status[name] = "available" if model is not None else f"unavailable: {reason}"
@@ -180,14 +181,14 @@ def prepare(inputs: dict, judges: "Judges") -> dict:
     """Encode what every method is compared against once per split: the tiny CLIP's
     embeddings of the history and the reference, the Gram matrices of the history (StyleSim)
     and the emoji classifier's features of the targets (FID_kit). Returns ``inputs`` with them."""
-    from drclib import metrics
+    from drclib import judges as jd
 
     b, n = inputs["history_images"].shape[:2]
     flat = inputs["history_images"].reshape(b * n, *inputs["history_images"].shape[2:])
     inputs["history_clip"] = _clip_embeddings(judges.tinyclip, flat).view(b, n, -1)
     inputs["reference_clip"] = _clip_embeddings(judges.tinyclip, inputs["reference_images"])
-    inputs["history_grams"] = metrics.style_grams(judges.style_clf, flat)
-    inputs["target_features"] = metrics.extract_features(judges.emoji_clf, inputs["target_images"])
+    inputs["history_grams"] = jd.style_grams(judges.style_clf, flat)
+    inputs["target_features"] = jd.extract_features(judges.emoji_clf, inputs["target_images"])
     return inputs
 
 
@@ -231,22 +232,23 @@ def generate(pipe, inputs: dict, cfg: EvalConfig, clip=None) -> tuple[torch.Tens
 def score(images: torch.Tensor, inputs: dict, judges: Judges) -> dict:
     """Every column for one method's outputs (see the module docstring). Columns whose
     backend is unavailable are ``None``."""
-    from drclib import metrics
+    from drclib import judges as jd
+    from drclib.data.images import check_images
 
-    images = metrics.check_images(images, 32)
+    images = check_images(images, 32)
     b, n = inputs["history_images"].shape[:2]
     hist_flat = inputs["history_images"].reshape(b * n, *images.shape[1:])
     rep = images.repeat_interleave(n, 0)
     clip = judges.tinyclip
     style_cis, sem_cis = kit_alignment(clip, images, inputs)
     if "history_grams" in inputs:
-        grams = [g.repeat_interleave(n, 0) for g in metrics.style_grams(judges.style_clf, images)]
-        stylesim = metrics.style_sim_from_grams(grams, inputs["history_grams"]).view(b, n).mean(1)
-        fid_kit = (metrics.frechet_distance(metrics.extract_features(judges.emoji_clf, images),
+        grams = [g.repeat_interleave(n, 0) for g in jd.style_grams(judges.style_clf, images)]
+        stylesim = jd.style_sim_from_grams(grams, inputs["history_grams"]).view(b, n).mean(1)
+        fid_kit = (jd.frechet_distance(jd.extract_features(judges.emoji_clf, images),
                                             inputs["target_features"]) if len(images) > 1 else None)
     else:
-        stylesim = metrics.style_sim_to_history(judges.style_clf, images, inputs["history_images"])
-        fid_kit = metrics.fid(judges.emoji_clf, images, inputs["target_images"]) if len(images) > 1 else None
+        stylesim = jd.style_sim_to_history(judges.style_clf, images, inputs["history_images"])
+        fid_kit = jd.fid(judges.emoji_clf, images, inputs["target_images"]) if len(images) > 1 else None
     style = {"CS_kit": float(clip.clip_score(images, inputs["style_text"]).mean()), "CIS_kit": float(style_cis.mean()),
              "StyleSim": float(stylesim.mean()), "CS": None, "CIS": None, "DIS": None, "LPIPS": None}
     semantic = {"CS_kit": float(clip.clip_score(images, inputs["semantic_text"]).mean()),
@@ -267,7 +269,7 @@ def score(images: torch.Tensor, inputs: dict, judges: Judges) -> dict:
         style["LPIPS"] = float(paper["lpips_vgg"](rep, hist_flat).mean())
     if paper.get("inception_v3") is not None and len(images) > 1:
         out["FID"] = paper["inception_v3"].fid(images, inputs["target_images"])
-    truth = metrics.personalization_rates(judges.style_clf, judges.emoji_clf, images, inputs["target"],
+    truth = jd.personalization_rates(judges.style_clf, judges.emoji_clf, images, inputs["target"],
                                           inputs["reference"], inputs["history"])
     out["ground_truth"] = {k: truth[k] for k in TRUTH_COLUMNS}
     out["n"] = int(len(images))
@@ -291,7 +293,7 @@ def method_folder(name: str) -> Path | None:
     """The checkpoint folder behind a row (None for rows without trained weights of their own)."""
     from drclib.baselines import TRAINED, default_baseline_dir
     from drclib.pipeline import default_pipeline_dir
-    from drclib.train import default_stage1_dir, shipped_stage2_dir
+    from drclib.pipeline import default_stage1_dir, shipped_stage2_dir
 
     if name == "drc":
         return default_pipeline_dir()
@@ -322,7 +324,7 @@ class _Oracle:
 
 def load_method(name: str, device="cpu"):
     """The pipeline (or oracle) of one row of :data:`ROWS`, from the shipped checkpoints."""
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.baselines import METHODS, load_baseline
     from drclib.drc import load_stage1
     from drclib.pipeline import DRCPipeline

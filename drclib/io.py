@@ -93,7 +93,7 @@ def read_json(path: str | os.PathLike) -> dict:
 def repo_relative(path: str | os.PathLike) -> str:
     """``path`` relative to the repository root when it lies inside it, else as given: how
     model cards and configs name files, so they stay true in any clone."""
-    from drclib.data.stickers import repo_root
+    from drclib.paths import repo_root
 
     try:
         return str(Path(path).resolve().relative_to(repo_root()))

@@ -234,7 +234,7 @@ class PersonalizationPipeline:
         Returns ``{"best": PIL image, "alpha_m": float, "images": [...], "style": [...],
         "semantic": [...], "f1": [...]}``."""
         if scorer is None:
-            from drclib import tinyclip
+            from drclib.backbone import tinyclip
 
             scorer = tinyclip.load_default(device=getattr(self, "device", "cpu"))
         hist, refs, single = self._batch(history, reference)
@@ -383,7 +383,7 @@ def load_base_parts(folder: Path, meta: dict, device):
     """The base LMM (with the folder's LoRA adapters, if any) and the tokenizer of a saved
     pipeline: copies inside the folder, else the shipped ones, checked against the sha256
     recorded in ``meta``."""
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.backbone import PocketLMM, default_checkpoint_dir
 
     folder = Path(folder)
@@ -408,7 +408,7 @@ def save_base_parts(folder: Path, lmm, tokenizer, *, lmm_folder=None, tokenizer_
                     dtype=torch.float16) -> dict:
     """Write the LMM's LoRA adapters to ``folder/lora`` and reference (or, with ``copy_base``,
     copy) the base LMM and tokenizer; returns the ``pipeline.json`` entries for them."""
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.backbone import default_checkpoint_dir
 
     folder = Path(folder)
@@ -445,8 +445,8 @@ def evaluate_personalization(pipe: DRCPipeline, stickers, samples, idx: np.ndarr
                              keep_images: int = 0) -> dict:
     """Run the pipeline greedily on samples ``idx`` (one reference per sample, drawn from its
     reference set with ``seed``) and score the outputs with
-    :func:`drclib.metrics.personalization_rates`."""
-    from drclib.metrics import personalization_rates
+    :func:`drclib.judges.personalization_rates`."""
+    from drclib.judges import personalization_rates
 
     idx = np.asarray(idx)
     rng = np.random.default_rng([seed, 9])
@@ -483,3 +483,17 @@ def default_pipeline_dir() -> Path:
 
 __all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir",
            "evaluate_personalization"]
+
+
+def default_stage1_dir(variant: str = "drc") -> Path:
+    """``data/checkpoints/stage1/<variant>``: the shipped stage-1 models (DRC and its ablations)."""
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("stage1") / variant
+
+
+def shipped_stage2_dir(augment: bool = True) -> Path:
+    """``data/checkpoints/drc`` (the DRC pipeline) or ``data/checkpoints/drc_no_aug`` (w/o Aug)."""
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("drc" if augment else "drc_no_aug")

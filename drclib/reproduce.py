@@ -53,17 +53,17 @@ def training_steps(state: str) -> list[Step]:
     t = [sys.executable, "-m", "drclib.train"]
     steps = [
         Step("visual tokenizer", "data/checkpoints/tokenizer",
-             [sys.executable, "-m", "drclib.tokenizer", "--epochs", "24", "--out", "data/checkpoints/tokenizer"]),
+             [sys.executable, "-m", "drclib.backbone.tokenizer", "--epochs", "24", "--out", "data/checkpoints/tokenizer"]),
         Step("style classifier", "data/checkpoints/style_classifier",
-             [sys.executable, "-m", "drclib.metrics", "train", "--target", "style", "--epochs", "32",
+             [sys.executable, "-m", "drclib.judges", "train", "--target", "style", "--epochs", "32",
               "--with-reconstructions", "--out", "data/checkpoints/style_classifier", "--quiet"]),
         Step("emoji classifier", "data/checkpoints/emoji_classifier",
-             [sys.executable, "-m", "drclib.metrics", "train", "--target", "emoji", "--epochs", "28",
+             [sys.executable, "-m", "drclib.judges", "train", "--target", "emoji", "--epochs", "28",
               "--out", "data/checkpoints/emoji_classifier", "--quiet"]),
         Step("tiny CLIP", "data/checkpoints/tinyclip",
-             [sys.executable, "-m", "drclib.tinyclip", "--epochs", "15", "--out", "data/checkpoints/tinyclip"]),
+             [sys.executable, "-m", "drclib.backbone.tinyclip", "--epochs", "15", "--out", "data/checkpoints/tinyclip"]),
         Step("semantic encoder", "data/checkpoints/encoder",
-             [sys.executable, "-m", "drclib.encoder", "--steps", "3000", "--out", "data/checkpoints/encoder"]),
+             [sys.executable, "-m", "drclib.backbone.encoder", "--steps", "3000", "--out", "data/checkpoints/encoder"]),
         Step("pocket LMM", "data/checkpoints/lmm",
              t + ["backbone", "--concepts", "core", "--state-dir", f"{state}/lmm", "--out", "data/checkpoints/lmm"]),
     ]

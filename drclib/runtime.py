@@ -90,3 +90,19 @@ def seed_everything(seed: int) -> int:
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses started from here
     return seed
+
+
+def describe_machine(device="cpu") -> str:
+    """One line naming the machine a figure was measured on (architecture, CPU model, cores,
+    device), for model cards and result files."""
+    import os
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    cpu = model or platform.processor()
+    return f"{platform.machine()} {cpu}".strip() + f", {os.cpu_count()} cores, device {device}"

@@ -52,7 +52,7 @@ def tiny_pipeline(stickers: StickerSet, seed: int = 0, lora: bool = False):
     from drclib.backbone import PocketLMM
     from drclib.drc import DRC
     from drclib.pipeline import DRCPipeline
-    from drclib.tokenizer import TokenizerConfig, VisualTokenizer
+    from drclib.backbone.tokenizer import TokenizerConfig, VisualTokenizer
 
     torch.manual_seed(seed)
     tok = VisualTokenizer(TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8,

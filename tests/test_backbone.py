@@ -173,8 +173,10 @@ def _shipped_lmm_ready():
 
 @pytest.mark.skipif(not _shipped_lmm_ready(), reason="no evaluated shipped LMM yet")
 def test_shipped_lmm_reproduces_its_card():
-    from drclib import metrics, tokenizer as vt
-    from drclib.backbone import evaluate_text_to_image, load_default
+    from drclib import judges
+    from drclib.backbone import tokenizer as vt
+    from drclib.backbone import load_default
+    from drclib.judges import evaluate_text_to_image
     from drclib.train import PROBE_CELLS, eval_cell_subsets, model_stickers
 
     lmm = load_default()
@@ -182,7 +184,7 @@ def test_shipped_lmm_reproduces_its_card():
     stickers = model_stickers(lmm)                      # the concept set it was trained on
     assert lmm.training_info["concept_set"] == "core" and stickers.n_emoji == 128
     cells = eval_cell_subsets(stickers, lmm.training_info["probe_subset_n"])["train_cells"][:PROBE_CELLS]
-    got = evaluate_text_to_image(lmm, vt.load_default(), *metrics.load_judges(stickers), stickers, cells)
+    got = evaluate_text_to_image(lmm, vt.load_default(), *judges.load_judges(stickers), stickers, cells)
     for k in ("style_acc", "emoji_top1", "both"):      # greedy decoding: equal up to float noise
         assert abs(got[k] - probe[k]) <= 0.05, (k, got[k], probe[k])
 

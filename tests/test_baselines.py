@@ -166,7 +166,7 @@ def test_shipped_baselines_reproduce_their_card(method):
     """The shipped Pigeon and LMM-SFT load with the shipped LMM and tokenizer, know their
     concept set (core), and reproduce the probe stored in their card (24 test samples), within
     2 of 24 images."""
-    from drclib import metrics
+    from drclib import judges
     from drclib.data import StickerSet, concept_set
     from drclib.train import baseline_probe
 
@@ -176,7 +176,7 @@ def test_shipped_baselines_reproduce_their_card(method):
     stickers = StickerSet.for_profile("full")
     stored = pipe.prompter.training_info["probe"]
     data = make_dataset(stickers, "full", seed=0)
-    got = baseline_probe(pipe, stickers, data.samples, data.splits["sample"].test, *metrics.load_judges(stickers))
+    got = baseline_probe(pipe, stickers, data.samples, data.splits["sample"].test, *judges.load_judges(stickers))
     for k, v in stored.items():
         assert abs(got[k] - v) <= 2 / 24 + 1e-9, (k, got[k], v)
     assert pipe.prompter.training_info["evaluation"]["heldout"][method]["n"] == len(data.splits["heldout"].test)

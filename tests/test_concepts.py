@@ -14,7 +14,7 @@ from drclib.data import concepts as C
 
 
 def test_stored_ranking_is_what_the_rule_computes(shipped_stickers):
-    """data/concept_ranking.json must be reproducible from the code (python -m drclib.data.concepts)."""
+    """data/concept_ranking.json must be reproducible from the code (python -m drclib.data.build --ranking)."""
     import json
 
     from drclib.data.stickers import data_dir
@@ -22,6 +22,9 @@ def test_stored_ranking_is_what_the_rule_computes(shipped_stickers):
     stored = json.loads((data_dir() / C.RANKING_FILE).read_text())
     assert stored["images_digest"] == shipped_stickers.digest()
     assert stored["ranking"] == C.concept_ranking(shipped_stickers).tolist()
+    assert stored["n_emoji"] == shipped_stickers.full_n_emoji
+    for name in C.CONCEPT_SETS:   # without the images, the stored ranking names the same sets
+        assert (C.concept_set(name) == C.concept_set(name, shipped_stickers)).all()
 
 
 def test_sets_sizes_nesting_and_balance(shipped_stickers):
@@ -101,11 +104,11 @@ def test_profiles_pick_their_set():
 
 
 def test_judge_restricted_to_a_set(shipped_stickers):
-    from drclib import metrics
+    from drclib import judges
 
     core = shipped_stickers.subset("core")
-    full = metrics.load_default("emoji_classifier")
-    style, emoji = metrics.load_judges(core)
+    full = judges.load_default("emoji_classifier")
+    style, emoji = judges.load_judges(core)
     assert emoji.config.num_classes == 128 and style.config.num_classes == 6
     x = core.batch(np.array([[0, 0], [2, 5], [4, 100]]), as_torch=True)
     want = full.predict_proba(x)[:, torch.from_numpy(core.concepts)].argmax(1)

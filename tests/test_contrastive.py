@@ -1,10 +1,10 @@
-"""drclib.contrastive: style statistics, mining, precision against the ground truth, triplets."""
+"""drclib.drc.contrastive: style statistics, mining, precision against the ground truth, triplets."""
 
 import numpy as np
 import pytest
 import torch
 
-from drclib.contrastive import (EXTRACTORS, channel_stats, chance_precision, colour_extractor, get_extractor,
+from drclib.drc.contrastive import (EXTRACTORS, channel_stats, chance_precision, colour_extractor, get_extractor,
                                 gram_stats, mine_positive_style, mined_triplets, mining_precision, mining_table,
                                 positive_semantic, style_distance, style_statistics, vgg_extractor)
 from drclib.data.users import Triplets

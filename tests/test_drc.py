@@ -459,18 +459,19 @@ def test_load_stage1_checks_the_lmm_and_restores_lora(steerable, tiny_stickers, 
 def test_shipped_stage1_reproduces_its_card(variant, shipped_stickers):
     """The shipped stage-1 models (DRC and its three ablations) load with their LMM and LoRA
     adapters and reproduce the small probe stored in their card, within 2 of 24 images."""
-    from drclib import metrics
-    from drclib import tokenizer as vt
+    from drclib import judges
+    from drclib.backbone import tokenizer as vt
     from drclib.backbone import sticker_codes
     from drclib.drc import cell_images, load_stage1
-    from drclib.train import default_stage1_dir, model_stickers, stage1_probe
+    from drclib.pipeline import default_stage1_dir
+    from drclib.train import model_stickers, stage1_probe
 
     model, lmm = load_stage1(default_stage1_dir(variant))
     stickers = model_stickers(model)
     assert stickers.concept_name == "core"
     stored = model.training_info["probe"]
     tok = vt.load_default()
-    got = stage1_probe(model, lmm, tok, *metrics.load_judges(stickers), stickers, sticker_codes(tok, stickers),
+    got = stage1_probe(model, lmm, tok, *judges.load_judges(stickers), stickers, sticker_codes(tok, stickers),
                        cell_images(stickers))
     for key, rates in stored["combinations"].items():
         for name, value in rates.items():
@@ -561,7 +562,7 @@ def test_stage2_trains_masks_towers_and_adapters(tiny_stickers, codes, tmp_path)
 
 # ---------------------------------------------------------------------------- semantic features
 def _tiny_encoder():
-    from drclib.encoder import EncoderConfig, SemanticEncoder
+    from drclib.backbone.encoder import EncoderConfig, SemanticEncoder
 
     torch.manual_seed(1)
     return SemanticEncoder(EncoderConfig(n_words=4, widths=(8, 16, 16), dim=24)).eval()

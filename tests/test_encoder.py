@@ -1,4 +1,4 @@
-"""The semantic encoder (drclib.encoder): shapes, the caption parts, training, the probe,
+"""The semantic encoder (drclib.backbone.encoder): shapes, the caption parts, training, the probe,
 saving, bad input, and the shipped encoder's probe figures."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from drclib.encoder import (EncoderConfig, EncoderTrainConfig, SemanticEncoder, caption_parts, linear_probe,
+from drclib.backbone.encoder import (EncoderConfig, EncoderTrainConfig, SemanticEncoder, caption_parts, linear_probe,
                             train_encoder)
 
 
@@ -82,7 +82,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_shipped_encoder_reproduces_its_card():
     """The shipped encoder's probe on the mini set (real stickers) is what its card says."""
-    from drclib import encoder as enc_mod
+    from drclib.backbone import encoder as enc_mod
     from drclib.data import StickerSet
 
     enc = enc_mod.load_default()

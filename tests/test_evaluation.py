@@ -13,7 +13,7 @@ from drclib import evaluation
 from drclib.baselines import ReferencePipeline
 from drclib.data import make_dataset
 from drclib.evaluation import COLUMN_BACKENDS, EvalConfig, Judges, check_invariants, evaluate
-from drclib.metrics import StickerClassifier, StickerClassifierConfig
+from drclib.judges import StickerClassifier, StickerClassifierConfig
 from drclib.reproduce import training_steps
 from tests.conftest import tiny_pipeline
 

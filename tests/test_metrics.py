@@ -1,4 +1,4 @@
-"""Tests of drclib.metrics: the ground-truth classifiers, StyleSim, FID and the backend checks.
+"""Tests of drclib.judges: the ground-truth classifiers, StyleSim, FID and the backend checks.
 
 Fast: tiny models on the synthetic sticker set; the shipped checkpoints (if present) are
 loaded and re-scored on the held-out cells."""
@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from drclib import metrics as M
+from drclib import judges as M
+from drclib.data import images as images_mod
+from drclib.judges import classifier as classifier_mod
+from drclib.judges import metrics as metrics_mod
 from drclib.checkpoint import CheckpointError
-from drclib.data.users import heldout_cells
+from drclib.data.splits import heldout_cells
 
 TINY = dict(widths=(8, 16), dropout=0.0)
 
@@ -92,7 +95,7 @@ def test_augment_keeps_range_and_white_border():
     x = torch.ones(16, 3, 32, 32)
     x[:, :, 12:20, 12:20] = torch.rand(16, 3, 1, 1)
     for colour in (False, True):
-        y = M.augment(x, g, colour=colour)
+        y = images_mod.augment(x, g, colour=colour)
         assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
         assert (y[:, :, :2, :2] > 0.85).all()  # the background stays (nearly) white
 
@@ -169,8 +172,8 @@ def test_save_load_fp16_round_trip(tmp_path):
 
 
 def test_load_default_missing_says_how_to_train(monkeypatch, tmp_path):
-    monkeypatch.setattr(M, "default_checkpoint_dir", lambda name: tmp_path / name)
-    with pytest.raises(CheckpointError, match="python -m drclib.metrics train --target emoji"):
+    monkeypatch.setattr(classifier_mod, "default_checkpoint_dir", lambda name: tmp_path / name)
+    with pytest.raises(CheckpointError, match="python -m drclib.judges train --target emoji"):
         M.load_default("emoji_classifier")
 
 
@@ -238,7 +241,7 @@ def test_frechet_distance():
     # the eigen-decomposition route agrees with scipy's sqrtm
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     eig = a.mean(0) - b.mean(0)
-    eig = eig @ eig + np.trace(s1) + np.trace(s2) - 2 * M._sqrtm_trace_product(s1, s2)
+    eig = eig @ eig + np.trace(s1) + np.trace(s2) - 2 * metrics_mod._sqrtm_trace_product(s1, s2)
     assert eig == pytest.approx(d, rel=1e-6)
     # torch tensors and rank-deficient sets (fewer samples than dimensions) are fine
     t = torch.randn(10, 32, generator=torch.Generator().manual_seed(0))
@@ -340,7 +343,7 @@ def test_shipped_checkpoint_matches_its_card(name, shipped_stickers):
     if "top5" in stored:
         assert got["top5"] == pytest.approx(stored["top5"], abs=0.01)
     assert (folder / "model.safetensors").stat().st_size < 3_500_000  # about 3 MB (fp16)
-    assert "python -m drclib.metrics train" in (folder / "README.md").read_text()
+    assert "python -m drclib.judges train" in (folder / "README.md").read_text()
 
 
 def test_shipped_style_classifier_gives_meaningful_style_sim(shipped_stickers):
@@ -368,7 +371,7 @@ def test_cli_train_writes_checkpoint_with_card(monkeypatch, tmp_path, tiny_stick
     assert M.main(["train", "--target", "style", "--epochs", "1", "--widths", "8", "--threads", "1",
                    "--out", str(out), "--quiet", "--note", "a test"]) == 0
     card = (out / "README.md").read_text()
-    assert "python -m drclib.metrics train --target style" in card and "held-out" in card and "a test" in card
+    assert "python -m drclib.judges train --target style" in card and "held-out" in card and "a test" in card
     meta = json.loads((out / "config.json").read_text())
     extra = meta["extra"]
     assert extra["heldout"]["n"] == heldout_cells(tiny_stickers).sum()

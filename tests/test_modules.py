@@ -1,9 +1,9 @@
-"""drclib.modules: shapes, the self/cross forms, gradient flow, what each block can see, bad input."""
+"""drclib.drc.modules: shapes, the self/cross forms, gradient flow, what each block can see, bad input."""
 
 import pytest
 import torch
 
-from drclib.modules import (ConcatFusion, CrossAttention, FusionNetwork, MLPTower, SemTower, StyleTower, Tower)
+from drclib.drc.modules import (ConcatFusion, CrossAttention, FusionNetwork, MLPTower, SemTower, StyleTower, Tower)
 
 D = 32
 
@@ -84,7 +84,7 @@ def _mask_inputs(b=2, n=3, t=64, seed=0):
 
 
 def test_mask_generator_keeps_the_asked_share_and_is_binary():
-    from drclib.modules import MaskGenerator
+    from drclib.drc.modules import MaskGenerator
 
     mg = MaskGenerator(D).eval()
     fs, fm = _mask_inputs()
@@ -103,7 +103,7 @@ def test_mask_generator_receives_gradient_through_the_mask():
     """The defect of Pigeon's released code: masks as indices cut the gradient. Ours are
     multiplied in (straight-through), so a loss on the masked features reaches every
     parameter of the generator."""
-    from drclib.modules import MaskGenerator
+    from drclib.drc.modules import MaskGenerator
 
     torch.manual_seed(0)
     mg = MaskGenerator(D).train()
@@ -118,7 +118,7 @@ def test_mask_generator_receives_gradient_through_the_mask():
 
 
 def test_mask_generator_padding_and_bad_input():
-    from drclib.modules import MaskGenerator
+    from drclib.drc.modules import MaskGenerator
 
     mg = MaskGenerator(D, max_history=4).eval()
     fs, fm = _mask_inputs(n=3)

@@ -179,13 +179,13 @@ def test_stage1_model_works_without_masks(parts):
 
 
 def test_evaluate_personalization_scores_each_sample(pipe, tiny_stickers):
-    from drclib import metrics
+    from drclib import judges
     from drclib.data import make_dataset
     from drclib.pipeline import evaluate_personalization
 
     data = make_dataset(tiny_stickers, "quick", seed=0, n_users=6)
-    style = metrics.StickerClassifier(metrics.default_config("style", 6)).eval()
-    emoji = metrics.StickerClassifier(metrics.default_config("emoji", tiny_stickers.n_emoji)).eval()
+    style = judges.StickerClassifier(judges.default_config("style", 6)).eval()
+    emoji = judges.StickerClassifier(judges.default_config("emoji", tiny_stickers.n_emoji)).eval()
     test = data.splits["sample"].train[:5]
     r = evaluate_personalization(pipe, tiny_stickers, data.samples, test, style, emoji, keep_images=2)
     assert r["n"] == 5 and r["images"].shape == (2, 3, 32, 32)
@@ -195,7 +195,7 @@ def test_evaluate_personalization_scores_each_sample(pipe, tiny_stickers):
 
 
 def test_personalization_rates_by_hand():
-    from drclib import metrics
+    from drclib import judges
 
     class Fixed(torch.nn.Module):
         def __init__(self, out):
@@ -211,7 +211,7 @@ def test_personalization_rates_by_hand():
 
     style = Fixed(torch.tensor([0, 2]))
     emoji = Fixed(torch.tensor([[7, 1, 2, 3, 4], [5, 9, 8, 6, 0]]))
-    r = metrics.personalization_rates(style, emoji, torch.rand(2, 3, 32, 32), np.array([[0, 7], [1, 9]]),
+    r = judges.personalization_rates(style, emoji, torch.rand(2, 3, 32, 32), np.array([[0, 7], [1, 9]]),
                                       np.array([[3, 7], [2, 9]]), np.array([[[0, 1], [0, 2]], [[1, 5], [-1, -1]]]))
     assert r["style_acc"] == 0.5 and r["emoji_top1"] == 0.5 and r["emoji_top5"] == 1.0 and r["both"] == 0.5
     assert r["collapse_reference"] == 0.5            # row 1 took the reference's style

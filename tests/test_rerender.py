@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from drclib.rerender import (
+from drclib.drc.rerender import (
     SDXL_REPO,
     SDXLRerenderer,
     find_sdxl_weights,

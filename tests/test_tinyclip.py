@@ -1,11 +1,11 @@
-"""drclib.tinyclip: the kit's tiny CLIP (open_clip classes): shapes, scores, training, save/load."""
+"""drclib.backbone.tinyclip: the kit's tiny CLIP (open_clip classes): shapes, scores, training, save/load."""
 
 import numpy as np
 import pytest
 import torch
 
 from drclib.checkpoint import CheckpointError
-from drclib.tinyclip import TinyCLIP, caption_variants, default_checkpoint_dir, evaluate_tinyclip, train_tinyclip
+from drclib.backbone.tinyclip import TinyCLIP, caption_variants, default_checkpoint_dir, evaluate_tinyclip, train_tinyclip
 
 SMALL = dict(vision_layers=1, text_layers=1, vision_width=64, text_width=64, embed_dim=32)
 
@@ -85,7 +85,7 @@ def test_save_load_round_trip(clip, tiny_stickers, tmp_path):
 @pytest.mark.skipif(not (default_checkpoint_dir() / "config.json").is_file(), reason="no shipped tiny CLIP yet")
 def test_shipped_tinyclip_reproduces_its_card(shipped_stickers):
     from drclib.data import heldout_cells
-    from drclib.tinyclip import load_default
+    from drclib.backbone.tinyclip import load_default
 
     model = load_default()
     card = model.training_info["metrics"]["heldout"]

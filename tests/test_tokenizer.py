@@ -1,4 +1,4 @@
-"""drclib.tokenizer: the diffusers VQModel visual tokenizer (shapes, training, save/load, errors,
+"""drclib.backbone.tokenizer: the diffusers VQModel visual tokenizer (shapes, training, save/load, errors,
 held-out cells, and the shipped checkpoint's score)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from drclib import tokenizer as tkn
+from drclib.backbone import tokenizer as tkn
 from drclib.checkpoint import CheckpointError
 from drclib.data import heldout_cells
-from drclib.tokenizer import (TokenizerConfig, VisualTokenizer, codebook_usage, evaluate_tokenizer, psnr,
+from drclib.backbone.tokenizer import (TokenizerConfig, VisualTokenizer, codebook_usage, evaluate_tokenizer, psnr,
                               train_tokenizer, training_cells)
 
 TINY = TokenizerConfig(codebook_size=32, block_out_channels=(8, 16, 16), latent_channels=8, vq_embed_dim=8,
@@ -208,7 +208,7 @@ def test_save_load_round_trip_fp16(trained, tiny_stickers, tmp_path):
 
 def test_load_default_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(tkn, "default_checkpoint_dir", lambda: tmp_path / "none")
-    with pytest.raises(CheckpointError, match="python -m drclib.tokenizer"):
+    with pytest.raises(CheckpointError, match="python -m drclib.backbone.tokenizer"):
         tkn.load_default()
 
 
@@ -219,7 +219,7 @@ def test_cli_tiny(tmp_path, monkeypatch, tiny_stickers):
     assert tkn.main(["--max-steps", "2", "--batch-size", "16", "--threads", "1", "--no-progress",
                      "--out", str(tmp_path / "out")]) == 0
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "python -m drclib.tokenizer --max-steps 2" in card and "held-out" in card
+    assert "python -m drclib.backbone.tokenizer --max-steps 2" in card and "held-out" in card
     back = VisualTokenizer.from_pretrained(tmp_path / "out")
     assert set(back.training_info["metrics"]) >= {"train", "heldout", "probe_psnr"}
 
@@ -236,4 +236,4 @@ def test_shipped_checkpoint_scores_as_recorded(shipped_stickers):
     got = evaluate_tokenizer(tok, shipped_stickers, cells)
     assert abs(got["psnr"] - recorded) < 0.5, (got, recorded)
     assert (SHIPPED / "model.safetensors").stat().st_size < 6e6  # about 5 MB (5.3 MB shipped)
-    assert "python -m drclib.tokenizer" in (SHIPPED / "README.md").read_text()
+    assert "python -m drclib.backbone.tokenizer" in (SHIPPED / "README.md").read_text()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from drclib.data import make_dataset
-from drclib.data.users import (INSTRUCTIONS, PAD, choose_heldout_cells, make_samples, make_triplets,
+from drclib.data.splits import choose_heldout_cells
+from drclib.data.users import (INSTRUCTIONS, PAD, make_samples, make_triplets,
                                make_users, split_indices)
 
 

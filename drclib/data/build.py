@@ -587,6 +587,7 @@ def main(argv=None) -> int:
             "  python -m drclib.data.build              # data/stickers_32px.npz\n"
             "  python -m drclib.data.build --size 64    # data/stickers_64px.npz\n"
             "  python -m drclib.data.build --check      # verify the shipped file rebuilds identically\n"
+            "  python -m drclib.data.build --ranking    # rewrite data/concept_ranking.json\n"
             "Exit status: 0 ok, 1 --check mismatch, 2 build error (npm missing, sha1 mismatch, ...)."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None,
@@ -598,7 +599,16 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true",
                    help="rebuild into a temporary file and compare its sha256 with the existing "
                         "--out file; exit 1 on mismatch (the existing file is not changed)")
+    p.add_argument("--ranking", action="store_true",
+                   help="only recompute the concept-set rule's ranking of the shipped array and write "
+                        "data/concept_ranking.json (drclib.data.concepts; about 5 s)")
     args = p.parse_args(argv)
+    if args.ranking:
+        from drclib.data.concepts import write_ranking
+        from drclib.data.stickers import StickerSet
+
+        print(f"wrote {write_ranking(StickerSet.load())}")
+        return 0
     out = Path(args.out) if args.out else DEFAULT_OUT_DIR / f"stickers_{args.size}px.npz"
     try:
         if args.check:

@@ -34,7 +34,7 @@ The rule (:func:`concept_ranking`), in code and deterministic, with no trained m
    chosen is skipped.
 4. **Spread over the CLDR categories and balanced for the held-out split.** Emoji are taken
    in turn from the seven remaining categories, best score first, and in turn from the emoji
-   that have a held-out cell (:func:`drclib.data.users.heldout_cells`: half of all emoji lose
+   that have a held-out cell (:func:`drclib.data.splits.heldout_cells`: half of all emoji lose
    one style) and those that do not, so every set of even size has exactly half of its emoji
    with a held-out cell, as the kit's held-out rule asks.
 """
@@ -42,8 +42,12 @@ The rule (:func:`concept_ranking`), in code and deterministic, with no trained m
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
+
+from drclib.io import atomic_path
+from drclib.paths import data_dir
 
 CONCEPT_SETS = {"mini": 32, "core": 128, "all": None}
 """Set name -> size (``None``: every emoji of the array, in array order)."""
@@ -121,7 +125,7 @@ def cross_style_retrieval(stickers, emoji: np.ndarray) -> tuple[np.ndarray, np.n
 def concept_ranking(stickers) -> np.ndarray:
     """Every eligible emoji in the order the rule picks them (see the module docstring); a
     concept set of size K is the first K. Deterministic: no seed, no trained model."""
-    from drclib.data.users import heldout_cells
+    from drclib.data.splits import heldout_cells
 
     if getattr(stickers, "concepts", None) is not None and len(stickers.concepts) != stickers.full_n_emoji:
         raise ValueError("rank concepts on the whole sticker array (StickerSet.load()), not on a subset")
@@ -162,48 +166,58 @@ def concept_ranking(stickers) -> np.ndarray:
 RANKING_FILE = "concept_ranking.json"
 """The rule's ranking of the shipped array, stored beside it (``data/``) so a process need not
 recompute it (about 5 s); :func:`ranking` checks that it belongs to the images it is used
-with, and the tests recompute it (``python -m drclib.data.concepts`` rewrites it)."""
+with, and the tests recompute it (``python -m drclib.data.build --ranking`` rewrites it)."""
 
 _RANKING_CACHE: dict[str, np.ndarray] = {}
 
 
-def ranking(stickers=None) -> np.ndarray:
-    """:func:`concept_ranking` of the whole sticker array, read from ``data/concept_ranking.json``
-    when it was made from these images, else computed (once a process)."""
+def _stored() -> dict | None:
+    """``data/concept_ranking.json`` as a dict, or ``None`` when it is absent or unreadable."""
     import json
 
-    from drclib.data.stickers import StickerSet, data_dir
+    path = data_dir() / RANKING_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        doc["ranking"] = np.asarray(doc["ranking"], dtype=np.int64)
+        return doc
+    except (ValueError, KeyError, TypeError):
+        return None
 
-    stickers = stickers if stickers is not None else StickerSet.load()
+
+def ranking(stickers=None) -> np.ndarray:
+    """:func:`concept_ranking` of the whole sticker array (a :class:`drclib.data.StickerSet`
+    from ``StickerSet.load()``), read from ``data/concept_ranking.json`` when it was made from
+    these images, else computed (once a process). Without ``stickers``, the stored ranking is
+    used as it is (it names the images it was made from by their digest)."""
+    if stickers is None:
+        doc = _stored()
+        if doc is None:
+            raise FileNotFoundError(f"{data_dir() / RANKING_FILE} is missing or unreadable: pass the stickers "
+                                    "(StickerSet.load()) to compute the ranking, or rewrite the file with "
+                                    "`python -m drclib.data.build --ranking`")
+        return doc["ranking"]
     if len(stickers.concepts) != stickers.full_n_emoji:
         raise ValueError("the ranking is defined on the whole sticker array (StickerSet.load()), not a subset")
     key = stickers.digest()
     if key not in _RANKING_CACHE:
-        path = data_dir() / RANKING_FILE
-        stored = None
-        if path.is_file():
-            try:
-                doc = json.loads(path.read_text())
-                if doc.get("images_digest") == key:
-                    stored = np.asarray(doc["ranking"], dtype=np.int64)
-            except (ValueError, KeyError, TypeError):
-                stored = None
+        doc = _stored()
+        stored = doc["ranking"] if doc is not None and doc.get("images_digest") == key else None
         _RANKING_CACHE[key] = stored if stored is not None else concept_ranking(stickers)
     return _RANKING_CACHE[key]
 
 
-def write_ranking(stickers=None) -> "Path":
-    """Compute the ranking and write ``data/concept_ranking.json`` (atomic)."""
+def write_ranking(stickers) -> Path:
+    """Compute the ranking of ``stickers`` (the whole array) and write
+    ``data/concept_ranking.json`` (atomic); ``python -m drclib.data.build --ranking`` runs it."""
     import json
 
-    from drclib.data.stickers import StickerSet, data_dir
-    from drclib.io import atomic_path
-
-    stickers = stickers if stickers is not None else StickerSet.load()
     order = concept_ranking(stickers)
     path = data_dir() / RANKING_FILE
     doc = {"what": "drclib.data.concepts.concept_ranking of data/stickers_32px.npz: emoji indices, best first",
-           "images_digest": stickers.digest(), "sizes": {k: v for k, v in CONCEPT_SETS.items() if v},
+           "images_digest": stickers.digest(), "n_emoji": int(stickers.full_n_emoji),
+           "sizes": {k: v for k, v in CONCEPT_SETS.items() if v},
            "ranking": [int(i) for i in order],
            "names": [stickers.names[i] for i in order]}
     with atomic_path(path) as tmp:
@@ -214,17 +228,20 @@ def write_ranking(stickers=None) -> "Path":
 
 def concept_set(name: str, stickers=None) -> np.ndarray:
     """The emoji of concept set ``name`` (``"mini"``, ``"core"`` or ``"all"``), as sorted
-    indices into the shipped sticker array (``int64``). ``stickers`` defaults to
-    ``StickerSet.load()``."""
-    from drclib.data.stickers import StickerSet
-
+    indices into the shipped sticker array (``int64``). Without ``stickers`` (the whole
+    :class:`drclib.data.StickerSet`), the stored ranking says which."""
     key = str(name).strip().lower()
     if key not in CONCEPT_SETS:
         raise ValueError(f"unknown concept set {name!r}: use one of {', '.join(CONCEPT_SETS)}")
-    stickers = stickers if stickers is not None else StickerSet.load()
     size = CONCEPT_SETS[key]
     if size is None:
-        return np.arange(stickers.full_n_emoji, dtype=np.int64)
+        if stickers is not None:
+            return np.arange(stickers.full_n_emoji, dtype=np.int64)
+        doc = _stored()
+        if doc is None or "n_emoji" not in doc:
+            raise FileNotFoundError(f"{data_dir() / RANKING_FILE} does not say how many emoji the array has: "
+                                    "pass the stickers, or rewrite it with `python -m drclib.data.build --ranking`")
+        return np.arange(int(doc["n_emoji"]), dtype=np.int64)
     return ranked_prefix(size, stickers)
 
 
@@ -235,7 +252,3 @@ def ranked_prefix(k: int, stickers=None) -> np.ndarray:
     if not 2 <= k <= len(order):
         raise ValueError(f"a concept set needs 2..{len(order)} emoji (the rule admits {len(order)}), asked {k}")
     return np.sort(order[:k])
-
-
-if __name__ == "__main__":
-    print(f"wrote {write_ranking()}")

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from drclib.io import file_digest
+from drclib.paths import data_dir, repo_root  # noqa: F401  (re-exported: drclib.data.stickers.repo_root)
 
 FORMAT_VERSION = 1
 """Version of the npz layout this loader reads; :mod:`drclib.data.build` writes the same."""
@@ -48,15 +49,6 @@ class DataFileError(RuntimeError):
     the file and the command that rebuilds it."""
 
 
-def repo_root() -> Path:
-    """The kit's top folder (the one holding ``data/`` and ``notebooks/``)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def data_dir() -> Path:
-    """Where data files live: ``$DRC_DATA_DIR`` if set, else ``<repo>/data``."""
-    env = os.environ.get("DRC_DATA_DIR")
-    return Path(env) if env else repo_root() / "data"
 
 
 def default_path(size: int = 32) -> Path:

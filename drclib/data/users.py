@@ -30,11 +30,11 @@ deterministic given the seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 import numpy as np
-
 from drclib.config import Profile, get_profile
+from drclib.data.splits import _check_stickers, heldout_cells
 from drclib.data.stickers import StickerSet
+
 
 INSTRUCTIONS = (
     "Create a sticker for me.",
@@ -47,12 +47,6 @@ semantics, the history the style)."""
 
 PAD = -1
 """Fills a reference slot that is not usable (a held-out cell)."""
-
-HELDOUT_SEED = 2504_17349
-"""Seed of the held-out cells (the paper's arXiv number); never the notebook's SEED."""
-
-HELDOUT_EMOJI_FRACTION = 0.5
-"""Share of emoji that have one of their six styles held out (685 of 1,370 cells, 8% of all)."""
 
 
 @dataclass(frozen=True)
@@ -197,45 +191,6 @@ class PersonalizationData:
             "mean_noise_rate": float(np.mean([u.noise_rate() for u in self.users])),
             "splits": {name: s.sizes() for name, s in self.splits.items()},
         }
-
-
-# ---------------------------------------------------------------------------- building blocks
-def _check_stickers(stickers: StickerSet | tuple[int, int]) -> tuple[int, int]:
-    shape = stickers.shape if isinstance(stickers, StickerSet) else tuple(stickers)
-    if len(shape) != 2 or shape[0] < 2 or shape[1] < 2:
-        raise ValueError(f"need at least 2 styles and 2 emoji, got shape {shape}")
-    return int(shape[0]), int(shape[1])
-
-
-def choose_heldout_cells(n_styles: int, n_emoji: int, n_cells: int,
-                         rng: np.random.Generator) -> np.ndarray:
-    """Pick ``n_cells`` (style, emoji) cells to hold out: at most one style per emoji, styles
-    in turn so each style loses about as many. Returns a bool mask ``[n_styles, n_emoji]``."""
-    if not 0 <= n_cells <= n_emoji:
-        raise ValueError(f"can hold out 0..{n_emoji} cells (one style per emoji), asked {n_cells}")
-    mask = np.zeros((n_styles, n_emoji), dtype=bool)
-    emoji = rng.permutation(n_emoji)[:n_cells]
-    styles = rng.permutation(np.arange(n_cells) % n_styles)
-    mask[styles, emoji] = True
-    return mask
-
-
-def heldout_cells(stickers: StickerSet | tuple[int, int]) -> np.ndarray:
-    """The held-out (style, emoji) cells of the ``heldout`` split, as a bool mask
-    ``[n_styles, n_emoji]``: half of the emoji lose one style each, styles in turn. Fixed by
-    :data:`HELDOUT_SEED` so that every profile, seed and trained checkpoint agrees on them;
-    no training stage (tokenizer, backbone, evaluators, DRC) may use these cells.
-
-    A concept set (a :class:`StickerSet` made by :meth:`StickerSet.subset`) gets the cells of
-    the whole array restricted to its emoji, so every set agrees with every other (``mini``'s
-    held-out cells are ``core``'s restricted to ``mini``); the concept-set rule picks half of
-    its emoji among those that have a held-out cell (:mod:`drclib.data.concepts`)."""
-    if isinstance(stickers, StickerSet) and stickers.n_emoji != stickers.full_n_emoji:
-        whole = heldout_cells((stickers.n_styles, stickers.full_n_emoji))
-        return whole[:, stickers.concepts]
-    n_styles, n_emoji = _check_stickers(stickers)
-    n_cells = int(round(HELDOUT_EMOJI_FRACTION * n_emoji))
-    return choose_heldout_cells(n_styles, n_emoji, n_cells, np.random.default_rng(HELDOUT_SEED))
 
 
 def make_users(stickers: StickerSet, n_users: int, sequence_length: int, *,

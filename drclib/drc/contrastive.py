@@ -23,7 +23,7 @@ anchor's style and another emoji), which the paper could not. Feature extractors
 
 Training uses the ground-truth triplets of :func:`drclib.data.make_dataset` (the data gives
 the truth, so no mining error enters the ablation table); notebook 02 shows how close mining gets.
-The SDXL re-rendering path for positive-semantic samples lives in :mod:`drclib.rerender`.
+The SDXL re-rendering path for positive-semantic samples lives in :mod:`drclib.drc.rerender`.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def vgg_extractor(pretrained: bool = True, seed: int = 0, size: int = 64):
     """A VGG-16 extractor returning relu1_2, relu2_2, relu3_3 maps (images upsampled to
     ``size``). ``pretrained=True`` needs ImageNet weights on disk; returns ``(extractor,
     note)`` with ``extractor=None`` and the reason when they are absent."""
-    from drclib.metrics import find_torchvision_weights
+    from drclib.judges import find_torchvision_weights
 
     path = None
     if pretrained:
@@ -153,7 +153,7 @@ def tokenizer_extractor(tokenizer):
 
 
 def classifier_extractor(model):
-    """A kit :class:`~drclib.metrics.StickerClassifier`'s stage outputs."""
+    """A kit :class:`~drclib.judges.StickerClassifier`'s stage outputs."""
     def extract(x: torch.Tensor) -> list:
         return model.feature_maps(x)
 
@@ -176,13 +176,13 @@ def get_extractor(name: str, device="cpu"):
     if name == "vgg_random":
         return vgg_extractor(False)
     if name == "kit_tokenizer":
-        from drclib import tokenizer
+        from drclib.backbone import tokenizer
 
         return tokenizer_extractor(tokenizer.load_default(device))
     if name == "kit_style":
-        from drclib import metrics
+        from drclib import judges
 
-        return classifier_extractor(metrics.load_default("style_classifier", device))
+        return classifier_extractor(judges.load_default("style_classifier", device))
     if name == "colour":
         return colour_extractor()
     raise ValueError(f"unknown extractor {name!r}; use one of {EXTRACTORS}")
@@ -281,14 +281,14 @@ __all__ = ["channel_stats", "gram_stats", "style_statistics", "style_distance", 
 
 
 def main(argv=None) -> int:
-    """``python -m drclib.contrastive``: print the positive-style mining table (precision@k of
+    """``python -m drclib.drc.contrastive``: print the positive-style mining table (precision@k of
     every extractor and statistic against the ground truth) for the full profile's sizes."""
     import argparse
 
     from drclib.config import get_profile
     from drclib.data import StickerSet, heldout_cells
 
-    p = argparse.ArgumentParser(prog="python -m drclib.contrastive", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m drclib.drc.contrastive", description=main.__doc__)
     p.add_argument("--profile", default="full", help="whose mining sizes to use")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,7 @@ Pieces
 - :func:`psnr`, :func:`codebook_usage`, :func:`evaluate_tokenizer`: the numbers a student
   checks (reconstruction quality; how many codes are used; codebook perplexity).
 - :func:`default_checkpoint_dir`, :func:`load_default`: the shipped checkpoint in
-  ``data/checkpoints/tokenizer`` (made by ``python -m drclib.tokenizer``, see its model card).
+  ``data/checkpoints/tokenizer`` (made by ``python -m drclib.backbone.tokenizer``, see its model card).
 
 The ``VQModel`` here uses only its encoder, ``quant_conv``, codebook (``quantize.embedding``),
 ``post_quant_conv`` and decoder; the nearest-code search and the losses are written out below
@@ -79,10 +79,10 @@ import torch.nn.functional as F
 
 from drclib.checkpoint import Pretrained, load_shipped, shipped_dir
 from drclib.data.stickers import StickerSet, to_tensor
-from drclib.data.users import heldout_cells
+from drclib.data.splits import heldout_cells
 from drclib.runtime import pick_device
 
-TRAIN_HINT = "python -m drclib.tokenizer --epochs 8 --threads 1 --out data/checkpoints/tokenizer"
+TRAIN_HINT = "python -m drclib.backbone.tokenizer --epochs 8 --threads 1 --out data/checkpoints/tokenizer"
 """The command that (re)makes the shipped checkpoint (its model card holds the exact one)."""
 
 
@@ -432,7 +432,7 @@ def _restart_dead_codes(tok: VisualTokenizer, ema_counts: torch.Tensor, latents:
 
 
 def _autocast_ok(device: torch.device) -> bool:
-    from .runtime import bf16_fast
+    from drclib.runtime import bf16_fast
     return bf16_fast(device)
 
 
@@ -619,7 +619,7 @@ def _card(cmd: str, seconds: float, config: TokenizerConfig, hist: dict, metrics
 
 32 x 32 RGB sticker <-> 8 x 8 grid of ids from a codebook of {config.codebook_size}
 (64 tokens an image, row-major). The stand-in for LaVIT's visual tokenizer in drc-kit.
-Load it with `drclib.tokenizer.load_default()` or `VisualTokenizer.from_pretrained(this_folder)`.
+Load it with `drclib.backbone.tokenizer.load_default()` or `VisualTokenizer.from_pretrained(this_folder)`.
 
 ## How it was made
 
@@ -650,7 +650,7 @@ Load it with `drclib.tokenizer.load_default()` or `VisualTokenizer.from_pretrain
 | training | {tr['n_images']} | {tr['psnr']:.2f} | {tr['psnr_std']:.2f} | {tr['psnr_min']:.2f} | {tr['usage']:.3f} | {tr['perplexity']:.1f} |
 | held-out | {ho['n_images']} | {ho['psnr']:.2f} | {ho['psnr_std']:.2f} | {ho['psnr_min']:.2f} | {ho['usage']:.3f} | {ho['perplexity']:.1f} |
 
-Probe (64 fixed held-out cells, `drclib.tokenizer.heldout_probe_cells`, checked by the tests):
+Probe (64 fixed held-out cells, `drclib.backbone.tokenizer.heldout_probe_cells`, checked by the tests):
 PSNR {metrics['probe_psnr']:.3f} dB.
 
 Licence: the weights are derived from the sticker set (CC BY-SA 4.0 as a whole; see `data/NOTICE`).
@@ -658,7 +658,7 @@ Licence: the weights are derived from the sticker set (CC BY-SA 4.0 as a whole; 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drclib.tokenizer",
+    parser = argparse.ArgumentParser(prog="python -m drclib.backbone.tokenizer",
                                      description="Train, evaluate and save the visual tokenizer.")
     parser.add_argument("--epochs", type=float, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -672,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch threads (use 1 when other jobs share the CPU)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    cmd = "python -m drclib.tokenizer " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    cmd = "python -m drclib.backbone.tokenizer " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # also for the evaluation after training

@@ -238,11 +238,11 @@ def default_checkpoint_dir() -> Path:
 
 def load_default(device: str | torch.device = "cpu") -> TinyCLIP:
     """The shipped tiny CLIP (``data/checkpoints/tinyclip``)."""
-    return load_shipped(TinyCLIP, default_checkpoint_dir(), "python -m drclib.tinyclip --out data/checkpoints/tinyclip", device)
+    return load_shipped(TinyCLIP, default_checkpoint_dir(), "python -m drclib.backbone.tinyclip --out data/checkpoints/tinyclip", device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m drclib.tinyclip``: train, evaluate and save the shipped tiny CLIP."""
+    """``python -m drclib.backbone.tinyclip``: train, evaluate and save the shipped tiny CLIP."""
     import argparse
     import json
     import platform
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     from drclib.data import StickerSet, heldout_cells
     from drclib.runtime import pick_device
 
-    p = argparse.ArgumentParser(prog="python -m drclib.tinyclip", description="Train the kit's tiny CLIP on "
+    p = argparse.ArgumentParser(prog="python -m drclib.backbone.tinyclip", description="Train the kit's tiny CLIP on "
                                 "(sticker, caption) pairs of every cell outside the held-out cells, evaluate "
                                 "it zero-shot on training and held-out cells, and save fp16 weights with a "
                                 "model card.")
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model.cpu()
     metrics = {"train": evaluate_tinyclip(model, stickers, train_cells),
                "heldout": evaluate_tinyclip(model, stickers, test_cells)}
-    command = "python -m drclib.tinyclip " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m drclib.backbone.tinyclip " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     extra = {"metrics": metrics, "command": command.strip(), "train_minutes": round(minutes, 2),
              "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
                         f"device {device}", "final_loss": history["loss"][-1]}

@@ -1,29 +1,11 @@
-"""The DRC model: towers + fusion network (+ stage 2's mask generator) that turn images into
-a latent instruction z for the pocket LMM, the hybrid prompt, and the losses (paper
-sections 2.1 and 2.2).
+"""The DRC model: the style and semantic towers, the fusion network and the mask generator.
 
-Where each equation of ../shared/paper/DRC_METHOD.md lives:
-
-=====================================  ======================================================
-paper                                  here
-=====================================  ======================================================
-eq. (1) tower features F^sty, F^sem    :meth:`DRC.stage1_features`
-eq. (2) the four instructions Z        :meth:`DRC.stage1_instructions`
-hybrid prompt "Create an image ..."    :func:`hybrid_prompt`
-eq. (3) l(z), next-token loss          :func:`reconstruction_loss`
-eq. (4) p(z) = l(z) / sum l(z')        :func:`importance_probabilities` (+ :class:`ImportanceSampler`)
-composition (self-attention form)      :meth:`DRC.instruction`
-eqs. (5)-(8) masks, pooling, z~        :meth:`DRC.user_instruction` (+ :class:`~drclib.modules.MaskGenerator`)
-eq. (9) L_sft                          :func:`reconstruction_loss` after :func:`hybrid_prompts`
-(not in the paper) caption anchor      :func:`caption_anchor_loss` (+ :func:`caption_words`)
-=====================================  ======================================================
-
-The LMM is not part of this module's weights: DRC learns to *write instructions* in the
-LMM's input space. The LMM's own weights never change; LoRA adapters (rank 8, through peft)
-on its attention and MLP layers train with the DRC modules, in stage 1 already (the paper
-leaves this open; in 300-step pilots a fully frozen LMM reached 3.6 nats per code, with
-adapters 2.9) and in stage 2 (the paper: LoRA r = 8, alpha = 16). The adapters are saved
-beside the DRC weights (``lora/``, peft's file format); :func:`load_stage1` restores both.
+:class:`DRC` holds the parts of :mod:`drclib.drc.modules` and computes the paper's equations on
+them: eq. (1)-(2) (:meth:`DRC.stage1_features`, :meth:`DRC.stage1_instructions`) for stage 1 and
+eq. (5)-(8) (:meth:`DRC.user_instruction`) for a user's history and a reference. Its
+:class:`DRCConfig` names the variants of the ablation table (:data:`VARIANTS`) and the kind of
+instruction z it writes (free vectors, or slots of LMM words). The towers read the pocket
+LMM's image tokens (:func:`cell_tokens`) or the semantic encoder's features.
 """
 
 from __future__ import annotations
@@ -37,10 +19,7 @@ import torch.nn.functional as F
 
 from drclib.backbone import BOS, IMG, IMG_END, PocketLMM
 from drclib.checkpoint import CheckpointError, Pretrained
-from drclib.modules import FUSIONS, TOWERS, MaskGenerator
-
-HYBRID_PROMPT = "Create an image that meets the specified requirements"
-"""The text before the latent instruction z in every DRC prompt (the paper's hybrid prompt)."""
+from drclib.drc.modules import FUSIONS, TOWERS, MaskGenerator
 
 COMBINATIONS = ("aa", "am", "sa", "sm")
 """The four stage-1 instructions z_(i,j): style features from i in {a, s}, semantic features
@@ -66,13 +45,13 @@ class DRCConfig:
     fusion: str = "attention"
     features: str = "embeddings"
     """What a tower sees of an image (:meth:`DRC.image_tokens`): ``"semantic"``, the 64 tokens
-    of the kit's semantic encoder (:mod:`drclib.encoder`, trained against captions like
+    of the kit's semantic encoder (:mod:`drclib.backbone.encoder`, trained against captions like
     LaVIT's ViT, frozen and saved inside the DRC model); ``"embeddings"``, E_x as the paper
     writes it (the LMM's embedding lookup of the visual codes: LaVIT's codes carry meaning,
     the kit's 4 x 4-pixel codes hardly any); or ``"hidden"``, the frozen LMM's last hidden
     states over the image while it reads ``<bos> <img> codes </img>``."""
     encoder: dict | None = None
-    """``features="semantic"``: the :class:`drclib.encoder.EncoderConfig` of the encoder, as a dict."""
+    """``features="semantic"``: the :class:`drclib.backbone.encoder.EncoderConfig` of the encoder, as a dict."""
     stage1_form: str = "cross"
     """How stage 1 builds the four instructions' tower features (eq. 1). ``"cross"`` is the
     paper's form, ``F_s^sty = StyleTower(q=E_s, kv=E_a)``: every tower output is made of the
@@ -97,7 +76,7 @@ class DRCConfig:
     n_words: int = 0
     """``z_space="words"``: the size of the LMM's word vocabulary (set by :meth:`DRC.for_lmm`)."""
     mask_generator: bool = False
-    """Stage 2: the model carries a :class:`~drclib.modules.MaskGenerator` (eqs. 5-7)."""
+    """Stage 2: the model carries a :class:`~drclib.drc.modules.MaskGenerator` (eqs. 5-7)."""
     max_history: int = 16
     """Longest history the mask generator's image-index embedding covers."""
     z_norm: float = 1.0
@@ -154,7 +133,7 @@ class DRC(Pretrained):
         kw = dict(heads=config.heads, ffn_mult=config.ffn_mult, dropout=config.dropout)
         in_dim = None
         if config.features == "semantic":
-            from drclib.encoder import EncoderConfig, SemanticEncoder
+            from drclib.backbone.encoder import EncoderConfig, SemanticEncoder
 
             enc_cfg = dict(config.encoder)
             enc_cfg["widths"] = tuple(enc_cfg.get("widths", EncoderConfig.widths))
@@ -222,7 +201,7 @@ class DRC(Pretrained):
     def for_lmm(cls, lmm: PocketLMM, encoder=None, **changes) -> "DRC":
         """A fresh DRC whose width matches ``lmm`` (with ``z_space="words"``, holding a copy of
         its word embeddings). ``features="semantic"`` (the kit's default recipe) needs the
-        ``encoder`` (a :class:`drclib.encoder.SemanticEncoder`), copied in and frozen."""
+        ``encoder`` (a :class:`drclib.backbone.encoder.SemanticEncoder`), copied in and frozen."""
         import dataclasses
 
         first_word = lmm.first_word
@@ -231,7 +210,7 @@ class DRC(Pretrained):
         if changes.get("features") == "semantic":
             if encoder is None:
                 raise ValueError("features='semantic' needs the semantic encoder: DRC.for_lmm(lmm, encoder=..., ...); "
-                                 "the shipped one is drclib.encoder.load_default()")
+                                 "the shipped one is drclib.backbone.encoder.load_default()")
             changes["encoder"] = dataclasses.asdict(encoder.config)
         drc = cls(DRCConfig(dim=lmm.config.hidden_size, **changes))
         if encoder is not None and drc.config.features == "semantic":
@@ -472,208 +451,6 @@ class TowerInputs:
         return self.cache[cells[..., 0], cells[..., 1]].to(self.lmm.device)
 
 
-# ---------------------------------------------------------------------------- prompt and losses
-def hybrid_prompt(lmm: PocketLMM, z: torch.Tensor, text: str | None = None,
-                  instruction: str = HYBRID_PROMPT) -> torch.Tensor:
-    """Prompt embeddings ``[B, T, d]``: ``<bos> Create an image that meets the specified
-    requirements [text] z`` (z's K tokens sit where the ``<z>`` placeholder would be). The
-    ``<img>`` token that starts the image is added by generation and by the loss."""
-    if not torch.is_tensor(z) or z.ndim != 3 or z.shape[-1] != lmm.config.hidden_size:
-        raise ValueError(f"z must be [B, K, {lmm.config.hidden_size}], got "
-                         f"{tuple(z.shape) if torch.is_tensor(z) else type(z).__name__}")
-    words = [BOS, *lmm.text_ids(instruction)]
-    if text:
-        words += lmm.text_ids(text)
-    prefix = lmm.embed(torch.tensor(words, device=lmm.device))
-    prefix = prefix.to(z.dtype)[None].expand(z.shape[0], -1, -1)
-    return torch.cat([prefix, z.to(lmm.device)], 1)
-
-
-def hybrid_prompts(lmm: PocketLMM, z: torch.Tensor, texts, instruction: str = HYBRID_PROMPT):
-    """:func:`hybrid_prompt` for one text per row (eq. 9 puts the user's text instruction in the
-    prompt): left-padded embeddings ``[B, T, d]`` and their attention mask ``[B, T]``."""
-    if isinstance(texts, str) or texts is None:
-        p = hybrid_prompt(lmm, z, texts, instruction)
-        return _left_pack(p, prompt_mask(p))
-    texts = list(texts)
-    if len(texts) != z.shape[0]:
-        raise ValueError(f"{len(texts)} texts for {z.shape[0]} instructions")
-    rows = [hybrid_prompt(lmm, z[i:i + 1], t, instruction) for i, t in enumerate(texts)]
-    width = max(r.shape[1] for r in rows)
-    emb = z.new_zeros(len(rows), width, z.shape[-1])
-    mask = torch.zeros(len(rows), width, dtype=torch.long, device=z.device)
-    for i, r in enumerate(rows):
-        emb[i, width - r.shape[1]:] = r[0]
-        mask[i, width - r.shape[1]:] = prompt_mask(r)[0]
-    return _left_pack(emb, mask)
-
-
-def _left_pack(emb: torch.Tensor, mask: torch.Tensor):
-    """Move each row's masked positions (empty slots) to its start, keeping the order of the
-    rest: the same prompt for the LMM (positions follow the mask), in the left-padded form
-    generation needs (the last position of every row real)."""
-    if bool(mask.all()):
-        return emb, mask
-    order = torch.sort(mask, dim=1, stable=True).indices
-    return emb.gather(1, order[..., None].expand_as(emb)), mask.gather(1, order)
-
-
-def prompt_mask(prompt: torch.Tensor) -> torch.Tensor:
-    """Attention mask ``[B, T]`` of prompt embeddings: 0 for an all-zero vector (an empty slot
-    of a ``z_space="slots"`` instruction, or left padding), 1 elsewhere. No word embedding of
-    the LMM is exactly zero, so nothing else is masked."""
-    return (prompt.detach().abs().sum(-1) != 0).long()
-
-
-def reconstruction_loss(lmm: PocketLMM, prompt: torch.Tensor, target_codes: torch.Tensor,
-                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. (3): ``l(z) = - sum_j log P(E_{a,j} | z, E_{a,<j})`` for each row, divided by the
-    64 tokens (nats per visual token; the scale does not change eq. 4's ratios).
-
-    ``prompt`` ``[B, T, d]`` from :func:`hybrid_prompt` (or left-padded from
-    :func:`hybrid_prompts`, with its ``attention_mask``); ``target_codes`` ``[B, 64]`` the
-    tokenizer's codes of the image to reconstruct. Returns ``[B]``, differentiable in ``prompt``.
-    Stage 2's SFT loss (eq. 9) is the same loss after the user's instruction.
-    """
-    ids = lmm.codes_to_ids(target_codes.to(lmm.device))
-    if ids.ndim != 2 or ids.shape[0] != prompt.shape[0]:
-        raise ValueError(f"target_codes must be [B, 64] with B = {prompt.shape[0]}, got {tuple(target_codes.shape)}")
-    b = ids.shape[0]
-    img = lmm.embed(torch.full((b, 1), IMG, device=lmm.device))
-    seq = torch.cat([prompt, img.to(prompt.dtype), lmm.embed(ids).to(prompt.dtype)], 1)
-    if attention_mask is None and not bool(prompt_mask(prompt).all()):
-        attention_mask = prompt_mask(prompt)          # empty slots of the instruction
-    if attention_mask is None:
-        logits = lmm(inputs_embeds=seq).logits
-    else:
-        mask = torch.cat([attention_mask.to(lmm.device).long(),
-                          torch.ones(b, 1 + ids.shape[1], dtype=torch.long, device=lmm.device)], 1)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = lmm(inputs_embeds=seq, attention_mask=mask, position_ids=positions).logits
-    n = ids.shape[1]
-    pred = logits[:, -n - 1:-1].float()        # the position before each code predicts it
-    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), ids.reshape(-1), reduction="none")
-    return nll.view(b, n).mean(1)
-
-
-def caption_words(lmm: PocketLMM, stickers, n_latent: int, empty: int | None = None) -> torch.Tensor:
-    """The caption of every cell as indices into the LMM's word table (what a words-space z is
-    made of): ``[n_styles, n_emoji, n_latent]``, right-aligned, ``-100`` before the caption.
-
-    Right-aligned because names have one to eight words: so the style word always sits in the
-    same latent token (the second from the end: "... in <style> style") and the caption ends
-    just before ``<img>``, as in the LMM's pretraining sequences. For
-    :func:`caption_anchor_loss`; a caption longer than ``n_latent`` words is an error."""
-    from drclib.backbone import sticker_caption
-
-    first_word = lmm.first_word
-    out = torch.full((len(stickers.styles), len(stickers.names), n_latent), -100 if empty is None else empty,
-                     dtype=torch.long)
-    for si, style in enumerate(stickers.styles):
-        for ei, name in enumerate(stickers.names):
-            ids = lmm.text_ids(sticker_caption(name, style))
-            if len(ids) > n_latent:
-                raise ValueError(f"the caption of ({style}, {name}) has {len(ids)} words but z has only "
-                                 f"{n_latent} tokens: raise n_latent")
-            out[si, ei, n_latent - len(ids):] = torch.tensor(ids) - first_word
-    return out
-
-
-def caption_anchor_loss(word_logits: torch.Tensor, caption: torch.Tensor, empty: int | None = None) -> torch.Tensor:
-    """The kit's caption anchor (not in the paper), per sample ``[B]``: cross-entropy between
-    the last tokens of a words-space instruction and the words of the anchor's caption,
-    ``-(1/L) sum_k log softmax(logits_k)[w_k]`` over the caption's L words ``w_k`` (``caption``
-    ``[B, K']`` word indices, ``-100`` = no target, as :func:`caption_words` makes them).
-
-    Why: stage 1's only signal, eq. (3), reaches z through the LMM, so when z carries no
-    content one cannot tell whether the towers failed to *recognise* it or the LMM failed to
-    *read* it (RESULTS.md section 3). The anchor tells the towers and the fusion network
-    directly *what* z should say: every one of the four instructions reconstructs the anchor,
-    so every one should name the anchor's style and emoji, in words the frozen LMM already
-    reads; z(s,m) can only do so by taking the style from x_s and the emoji from x_m. The
-    tokens before the caption stay free, and eq. (3) still shapes all of them. ``caption`` is aligned with z's *last* tokens (as
-    :func:`caption_words` right-aligns it)."""
-    if word_logits.ndim != 3 or caption.ndim != 2 or caption.shape[0] != word_logits.shape[0]:
-        raise ValueError(f"word_logits must be [B, K, n_words] and caption [B, L], got {tuple(word_logits.shape)} "
-                         f"and {tuple(caption.shape)}")
-    if caption.shape[1] > word_logits.shape[1]:
-        raise ValueError(f"captions of {caption.shape[1]} slots run past z's {word_logits.shape[1]} tokens")
-    tgt = caption.to(word_logits.device)
-    if empty is not None and word_logits.shape[1] > tgt.shape[1]:   # slots: every slot before the caption is empty
-        tgt = torch.cat([tgt.new_full((tgt.shape[0], word_logits.shape[1] - tgt.shape[1]), empty), tgt], 1)
-    ce = F.cross_entropy(word_logits[:, -tgt.shape[1]:].float().transpose(1, 2), tgt, ignore_index=-100,
-                         reduction="none")
-    counted = (tgt != -100).sum(1).clamp(min=1)
-    return ce.sum(1) / counted
-
-
-def importance_probabilities(losses: torch.Tensor) -> torch.Tensor:
-    """Eq. (4), difficulty-aware importance sampling: ``p(z) = l(z) / sum_{z'} l(z')`` over
-    the last axis (the four combinations). Harder instructions are drawn more often."""
-    losses = torch.as_tensor(losses, dtype=torch.float32)
-    if losses.ndim == 0 or losses.shape[-1] == 0:
-        raise ValueError("losses must have a last axis with one entry per instruction")
-    if not torch.isfinite(losses).all() or (losses <= 0).any():
-        raise ValueError(f"losses must be finite and positive to define p(z), got {losses.tolist()}")
-    return losses / losses.sum(-1, keepdim=True)
-
-
-class ImportanceSampler:
-    """Draws which of the four instructions each training sample uses.
-
-    Eq. (4) needs l(z) for every z of a sample; computing all four through the LMM would cost
-    four forward passes per sample. The sampler keeps instead a running mean of each
-    combination's loss (exponential, ``momentum``) and applies eq. (4) to those means. With
-    ``uniform=True`` p(z) stays 1/4 (the ablation "w/o importance sampling").
-    """
-
-    def __init__(self, n: int = len(COMBINATIONS), uniform: bool = False, momentum: float = 0.9):
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.uniform, self.momentum = uniform, momentum
-        self.running = torch.ones(n)
-        self.seen = torch.zeros(n, dtype=torch.bool)
-
-    def probabilities(self) -> torch.Tensor:
-        if self.uniform or not self.seen.all():
-            return torch.full_like(self.running, 1 / len(self.running))
-        return importance_probabilities(self.running)
-
-    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.multinomial(self.probabilities(), batch, replacement=True, generator=generator)
-
-    def update(self, which: torch.Tensor, losses: torch.Tensor) -> None:
-        """Fold the batch's per-sample ``losses`` of combinations ``which`` into the means."""
-        which, losses = which.cpu(), losses.detach().float().cpu()
-        for c in range(len(self.running)):
-            sel = losses[which == c]
-            if len(sel):
-                m = float(sel.mean())
-                self.running[c] = m if not self.seen[c] else self.momentum * self.running[c] + (1 - self.momentum) * m
-                self.seen[c] = True
-
-    def state(self) -> dict:
-        return {"running": self.running.tolist(), "seen": self.seen.tolist(), "uniform": self.uniform,
-                "momentum": self.momentum}
-
-    def load_state(self, state: dict) -> None:
-        self.running = torch.tensor(state["running"], dtype=torch.float32)
-        self.seen = torch.tensor(state["seen"], dtype=torch.bool)
-
-
-# ---------------------------------------------------------------------------- generation
-@torch.no_grad()
-def generate_codes(lmm: PocketLMM, z: torch.Tensor, *, text: str | None = None, greedy: bool = True,
-                   seed: int | None = 0, num_images: int = 1, temperature: float = 1.0,
-                   top_k: int | None = None) -> torch.LongTensor:
-    """Visual codes ``[B * num_images, 64]`` the LMM writes for instructions ``z`` ``[B, K, d]``
-    (prompt from :func:`hybrid_prompts`: ``text`` is None, one str, or one str per row; KV
-    cache, constrained to visual codes)."""
-    prompt, mask = hybrid_prompts(lmm, z, text)
-    return lmm.generate_images(inputs_embeds=prompt.float(), attention_mask=mask, num_images=num_images, seed=seed,
-                               greedy=greedy, temperature=temperature, top_k=top_k)
-
-
 # ---------------------------------------------------------------------------- loading
 def lmm_fingerprint(folder: str | Path) -> dict:
     """Which LMM a DRC model was trained against: its folder (relative to the repository when
@@ -707,168 +484,3 @@ def load_stage1(folder: str | Path, lmm_folder: str | Path | None = None, *,
         lmm.load_lora(folder / "lora")
         lmm.to(device).eval()
     return model, lmm
-
-
-# ---------------------------------------------------------------------------- stage-1 evaluation
-def heldout_triplets(stickers, n: int, seed: int = 0):
-    """``n`` test triplets whose anchors are held-out cells (never trained on), with a
-    positive-style sample (same style, another emoji) and a positive-semantic sample (same
-    emoji, another style) from training cells: reconstructing the anchor from z(s,m) means
-    drawing a (style, emoji) pair the model never saw together."""
-    from drclib.data import heldout_cells
-    from drclib.data.users import Triplets
-
-    held = heldout_cells(stickers)
-    rng = np.random.default_rng([seed, 7])
-    cells = np.argwhere(held)
-    anchor = cells[np.sort(rng.choice(len(cells), size=min(n, len(cells)), replace=False))]
-    pos_style, pos_sem = np.empty_like(anchor), np.empty_like(anchor)
-    for t, (s, e) in enumerate(anchor):
-        ok = np.flatnonzero(~held[s])
-        pos_style[t] = (s, rng.choice(ok[ok != e]))
-        ok = np.flatnonzero(~held[:, e])
-        pos_sem[t] = (rng.choice(ok[ok != s]), e)
-    return Triplets(anchor.astype(np.int64), pos_style.astype(np.int64), pos_sem.astype(np.int64))
-
-
-def swap_pairs(stickers, n: int, seed: int = 0, kind: str = "heldout") -> tuple[np.ndarray, np.ndarray]:
-    """``n`` pairs of cells (A, B) with different style and different emoji, ``[n, 2]`` each.
-    The swap test asks for A's style with B's emoji; the right answer is the cell
-    ``(style of A, emoji of B)``.
-
-    ``kind="heldout"``: A and B are held-out cells (never trained on; their target is usually a
-    training cell). ``kind="train"``: A, B and the target cell are all training cells, so the
-    LMM has drawn the answer before and the test asks only whether the instruction carries A's
-    style and B's emoji."""
-    from drclib.data import heldout_cells
-
-    if kind not in ("heldout", "train"):
-        raise ValueError(f"kind must be 'heldout' or 'train', got {kind!r}")
-    held = heldout_cells(stickers)
-    cells = np.argwhere(held if kind == "heldout" else ~held)
-    rng = np.random.default_rng([seed, 11] if kind == "heldout" else [seed, 13])
-    a_out, b_out = [], []
-    tries = 0
-    while len(a_out) < n:
-        tries += 1
-        if tries > 1000 * max(n, 1):
-            raise ValueError(f"cannot find {n} {kind} pairs with a usable target in this sticker set")
-        i, j = rng.integers(len(cells), size=2)
-        a, b = cells[i], cells[j]
-        if a[0] != b[0] and a[1] != b[1] and (kind == "heldout" or not held[a[0], b[1]]):
-            a_out.append(a)
-            b_out.append(b)
-    return np.array(a_out, np.int64), np.array(b_out, np.int64)
-
-
-PAIR_KINDS = ("train", "heldout")
-"""The two kinds of swap-test pairs (:func:`swap_pairs`)."""
-
-
-def swap_pair_sets(stickers, n: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train": pairs, "heldout": pairs}``: both kinds of swap-test pairs, ``n`` each."""
-    return {k: swap_pairs(stickers, n, seed, kind=k) for k in PAIR_KINDS}
-
-
-def _predict(style_clf, emoji_clf, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return style_clf.predict(images), emoji_clf.topk(images, 5)[1]
-
-
-def swap_rates(style_pred: torch.Tensor, emoji_top: torch.Tensor, a: np.ndarray, b: np.ndarray) -> dict:
-    """Rates of a composed batch (style of A, emoji of B): ``style_of_A``, ``emoji_of_B``
-    (top-1), ``emoji_of_B_top5``, ``both``; and the two collapses: ``style_of_B`` (the output
-    took the semantic image's style) and ``emoji_of_A`` (it drew the style image's emoji)."""
-    sa, sb = torch.from_numpy(a[:, 0]), torch.from_numpy(b[:, 0])
-    ea, eb = torch.from_numpy(a[:, 1]), torch.from_numpy(b[:, 1])
-    s_ok, e_ok = style_pred == sa, emoji_top[:, 0] == eb
-    return {"style_of_A": float(s_ok.float().mean()), "emoji_of_B": float(e_ok.float().mean()),
-            "emoji_of_B_top5": float((emoji_top == eb[:, None]).any(1).float().mean()),
-            "both": float((s_ok & e_ok).float().mean()),
-            "style_of_B": float((style_pred == sb).float().mean()),
-            "emoji_of_A": float((emoji_top[:, 0] == ea).float().mean()), "n": int(len(a))}
-
-
-@torch.no_grad()
-def evaluate_stage1(drc: DRC, lmm: PocketLMM, tokenizer, style_clf, emoji_clf, codes: torch.Tensor, *,
-                    triplets, pairs, forms=("self", "cross"),
-                    batch_size: int = 100, keep_images: int = 0, images: torch.Tensor | None = None) -> dict:
-    """Score a stage-1 model with the kit's classifiers (greedy generation).
-
-    - ``combinations``: for each of the four z of eq. (2), the rate at which the image generated
-      from it has the anchor's style, its emoji (top-1 / top-5) and both (``triplets``,
-      usually :func:`heldout_triplets`).
-    - ``swap``: for each kind of pairs (``pairs`` is ``{"train": (a, b), "heldout": (a, b)}``,
-      :func:`swap_pair_sets`, or one ``(a, b)`` taken as held-out pairs) and each composition
-      ``form`` (:meth:`DRC.instruction`), A's style with B's emoji: :func:`swap_rates`,
-      under ``swap[kind][form]``.
-    ``codes`` is ``[n_styles, n_emoji, 64]`` (and ``images`` :func:`cell_images`, for a model
-    that reads semantic features). With ``keep_images > 0`` the first images of each
-    test come back under ``"images"`` (uint8-ready float tensors in [0, 1]).
-    """
-    from drclib.metrics import classify_rates
-
-    drc.eval()
-    lmm.eval()
-    dev = lmm.device
-
-    emb = TowerInputs(drc, lmm, codes, images)
-
-    def run(make_z, n):
-        imgs = []
-        for i in range(0, n, batch_size):
-            z = make_z(slice(i, min(n, i + batch_size)))
-            imgs.append(tokenizer.decode(generate_codes(lmm, z.to(dev), greedy=True).to(tokenizer.device)).cpu())
-        return torch.cat(imgs)
-
-    out: dict = {"combinations": {}, "swap": {}, "images": {}}
-    t = triplets
-    for c in COMBINATIONS:
-        images = run(lambda sl: drc.stage1_instructions(emb(t.anchor[sl]), emb(t.pos_style[sl]),
-                                                        emb(t.pos_sem[sl]), (c,))[c], len(t))
-        out["combinations"][c] = classify_rates(style_clf, emoji_clf, images, t.anchor[:, 0], t.anchor[:, 1])
-        if keep_images:
-            out["images"][c] = images[:keep_images]
-    pair_sets = pairs if isinstance(pairs, dict) else {"heldout": pairs}
-    for kind, (a, b) in pair_sets.items():
-        out["swap"][kind] = {}
-        for form in forms:
-            images = run(lambda sl: drc.instruction(emb(a[sl]), emb(b[sl]), form=form), len(a))
-            out["swap"][kind][form] = swap_rates(*_predict(style_clf, emoji_clf, images), a, b)
-            if keep_images:
-                out["images"][f"swap_{kind}_{form}"] = images[:keep_images]
-    if not keep_images:
-        out.pop("images")
-    return out
-
-
-@torch.no_grad()
-def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, codes: torch.Tensor,
-                        pairs: tuple[np.ndarray, np.ndarray], batch_size: int = 100) -> dict:
-    """Reference rows for the swap table, scored like the composed images:
-
-    - ``real target``: the true sticker of (style of A, emoji of B), the judges' ceiling;
-    - ``tokenizer ceiling``: that sticker through the tokenizer (what any generated image can reach);
-    - ``text prompt``: the LMM asked in words, "a sticker of <B's emoji> in <A's style> style";
-    - ``copy B``: the semantic image itself (full collapse to the reference).
-    """
-    from drclib.backbone import sticker_caption
-
-    a, b = pairs
-    target = np.stack([a[:, 0], b[:, 1]], 1)
-    real = stickers.batch(target, as_torch=True)
-    rows = {}
-    rows["real target"] = real
-    rows["tokenizer ceiling"] = tokenizer.decode(codes[target[:, 0], target[:, 1]].to(tokenizer.device)).cpu()
-    imgs = []
-    for i in range(0, len(target), batch_size):
-        prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in target[i:i + batch_size]]
-        imgs.append(tokenizer.decode(lmm.generate_images(prompts, greedy=True).to(tokenizer.device)).cpu())
-    rows["text prompt"] = torch.cat(imgs)
-    rows["copy B"] = stickers.batch(b, as_torch=True)
-    return {k: swap_rates(*_predict(style_clf, emoji_clf, v), a, b) for k, v in rows.items()}
-
-
-__all__ = ["DRC", "DRCConfig", "VARIANTS", "cell_images", "cell_tokens", "TowerInputs", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts",
-           "reconstruction_loss", "caption_words", "caption_anchor_loss", "importance_probabilities",
-           "ImportanceSampler", "generate_codes",
-           "heldout_triplets", "swap_pairs", "swap_pair_sets", "PAIR_KINDS", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows"]

@@ -106,7 +106,7 @@ class SemanticEncoder(Pretrained):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Feature tokens ``[B, 64, dim]`` (row-major over the 8 x 8 grid) of images ``[B, 3, 32, 32]``."""
-        from drclib.metrics import check_images
+        from drclib.data.images import check_images
 
         x = check_images(images, self.config.image_size).to(self.device)
         x = self.net((x - 0.5) / 0.25)
@@ -171,7 +171,7 @@ def train_encoder(stickers, cells: np.ndarray, cfg: EncoderTrainConfig | None = 
                   config: EncoderConfig | None = None, reconstructor=None,
                   progress: bool = True) -> tuple[SemanticEncoder, dict]:
     """Train a :class:`SemanticEncoder` CLIP-style on ``cells`` against the two parts of each
-    cell's caption (:func:`caption_parts`): every augmented image (:func:`drclib.metrics.augment`,
+    cell's caption (:func:`caption_parts`): every augmented image (:func:`drclib.data.images.augment`,
     geometry and decoder-like blur, no colour change: colour is part of a style) must pick its
     emoji part "a sticker of <name>" among the emoji parts of every emoji of ``stickers``, and
     its style part "in <style> style" among the six (softmax over cosines at a learned
@@ -182,7 +182,7 @@ def train_encoder(stickers, cells: np.ndarray, cfg: EncoderTrainConfig | None = 
     ``(encoder in eval mode, history)``."""
     from tqdm.auto import tqdm
 
-    from drclib.metrics import augment
+    from drclib.data.images import augment
 
     cfg = cfg or EncoderTrainConfig()
     cells = np.asarray(cells)
@@ -272,7 +272,7 @@ def default_checkpoint_dir() -> Path:
 
 def load_default(device: str | torch.device = "cpu") -> SemanticEncoder:
     """The shipped semantic encoder (``data/checkpoints/encoder``)."""
-    return load_shipped(SemanticEncoder, default_checkpoint_dir(), "python -m drclib.encoder", device)
+    return load_shipped(SemanticEncoder, default_checkpoint_dir(), "python -m drclib.backbone.encoder", device)
 
 
 def probe_features(encoder: SemanticEncoder, stickers, *, tokenizer=None) -> dict:
@@ -312,7 +312,7 @@ def _card(info: dict) -> str:
         for view in ("real", "reconstructed") for pool in ("tokens_", "")) + " |" for name, p in info["probes"].items())
     return f"""# Semantic encoder (drc-kit)
 
-What DRC's towers read of an image (`drclib.encoder.SemanticEncoder`): a small CNN, 32 px -> 64 feature tokens of
+What DRC's towers read of an image (`drclib.backbone.encoder.SemanticEncoder`): a small CNN, 32 px -> 64 feature tokens of
 width {c['dim']} on the 8 x 8 grid of the visual codes, trained CLIP-style against the kit's captions, the stand-in
 for LaVIT's ViT features. Frozen inside every DRC model built on it.
 
@@ -321,7 +321,7 @@ for LaVIT's ViT features. Frozen inside every DRC model built on it.
 - Data: {info['data']}; {t['steps']} steps of batch {t['batch_size']}, AdamW lr {t['lr']}, tokenizer round trips
   mixed in with probability {t['reconstruct_prob']}; seed {t['seed']}.{final}
 
-Linear probes (`drclib.encoder.probe_features`): softmax regression on the features of each training cell of a
+Linear probes (`drclib.backbone.encoder.probe_features`): softmax regression on the features of each training cell of a
 concept set, scored on its held-out cells (never seen by the encoder); emoji / style accuracy, on all 64 tokens side
 by side (what the towers read) and on their mean:
 
@@ -336,11 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
-    from drclib import tokenizer as tok_mod
+    from drclib.backbone import tokenizer as tok_mod
     from drclib.data import StickerSet, heldout_cells
     from drclib.runtime import pick_device
 
-    p = argparse.ArgumentParser(prog="python -m drclib.encoder",
+    p = argparse.ArgumentParser(prog="python -m drclib.backbone.encoder",
                                 description="Train the semantic encoder on every sticker outside the held-out cells, "
                                             "probe it on the concept sets, save it with a card.")
     p.add_argument("--steps", type=int, default=EncoderTrainConfig.steps)
@@ -378,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         for q in enc.parameters():
             q.copy_(q.half().float())
     probes = {name: probe_features(enc, StickerSet.load(concepts=name), tokenizer=tokenizer) for name in ("mini", "core")}
-    from drclib.train import _machine
+    from drclib.runtime import describe_machine
 
-    info = {"command": "python -m drclib.encoder " + " ".join(shlex.quote(a) for a in argv_used),
-            "train_minutes": round(minutes, 2), "machine": _machine(device),
+    info = {"command": "python -m drclib.backbone.encoder " + " ".join(shlex.quote(a) for a in argv_used),
+            "train_minutes": round(minutes, 2), "machine": describe_machine(device),
             "data": f"concept set `{stickers.concept_name}` ({stickers.n_emoji} emoji), every cell outside the held-out cells "
                     f"({int((~heldout_cells(stickers)).sum())} stickers)",
             "config": dataclasses.asdict(enc.config), "train": dataclasses.asdict(cfg),

@@ -1,7 +1,7 @@
 """The pocket LMM: a small multimodal causal LM that reads and writes visual tokens.
 
 It stands in for LaVIT, the LMM behind DRC and Pigeon: an image becomes a sequence of
-codebook ids (:mod:`drclib.tokenizer`: 64 ids for a 32x32 sticker), and a Llama-family
+codebook ids (:mod:`drclib.backbone.tokenizer`: 64 ids for a 32x32 sticker), and a Llama-family
 causal LM from ``transformers`` predicts them like words. Its vocabulary joins three parts,
 in this order (ids are contiguous within each part):
 
@@ -548,23 +548,3 @@ def sticker_codes(tokenizer, stickers, *, cache: bool = True) -> torch.Tensor:
     with atomic_path(path) as tmp:
         save_file({"codes": codes.contiguous()}, str(tmp))
     return codes
-
-
-@torch.no_grad()
-def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
-                           batch_size: int = 64, greedy: bool = True, seed: int = 0) -> dict:
-    """Generate ``a sticker of <name> in <style> style`` for every cell and classify the decoded
-    images: the rate with the asked style, the asked emoji (top-1, top-5) and both."""
-    from drclib.metrics import classify_rates
-
-    cells = np.asarray(cells)
-    images = []
-    for i in range(0, len(cells), batch_size):
-        c = cells[i:i + batch_size]
-        prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in c]
-        codes = lmm.generate_images(prompts, greedy=greedy, seed=seed + i)
-        images.append(tokenizer.decode(codes.to(tokenizer.device)).cpu())
-    images = torch.cat(images)
-    rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),
-                           torch.from_numpy(cells[:, 1]))
-    return {k: float(v) for k, v in rates.items()} | {"n_cells": int(len(cells))}
