@@ -171,11 +171,24 @@ class Pretrained(torch.nn.Module):
         return model.to(device).eval()
 
 
-def shipped_dir(name: str) -> Path:
-    """``<repo>/data/checkpoints/<name>``: where the kit ships a trained model."""
+CHECKPOINTS_ENV = "DRC_CHECKPOINTS"
+"""Environment variable that moves every default checkpoint folder (``make all FROM_SCRATCH=1``
+sets it to ``runs/<profile>/checkpoints`` so a retrain never touches the shipped weights)."""
+
+
+def checkpoints_root() -> Path:
+    """Where the kit's trained models live: ``$DRC_CHECKPOINTS`` if set, else
+    ``<repo>/data/checkpoints`` (the shipped ones)."""
     from drclib.paths import repo_root
 
-    return repo_root() / "data" / "checkpoints" / name
+    env = os.environ.get(CHECKPOINTS_ENV)
+    return Path(env).resolve() if env else repo_root() / "data" / "checkpoints"
+
+
+def shipped_dir(name: str) -> Path:
+    """``<checkpoints root>/<name>`` (:func:`checkpoints_root`; ``data/checkpoints/<name>``
+    unless ``$DRC_CHECKPOINTS`` moves it): where the kit ships, or a retrain writes, a model."""
+    return checkpoints_root() / name
 
 
 def load_shipped(cls: type[T], folder: str | os.PathLike, how_to_train: str,

@@ -148,6 +148,51 @@ def test_reproduce_plan_covers_every_trained_part():
     assert [s.name for s in steps if not s.done(repo_root())] == []      # a fresh clone trains nothing
 
 
+def test_reproduce_from_scratch_never_writes_the_shipped_weights():
+    steps = training_steps("runs/full/state", "runs/full/checkpoints")
+    for s in steps:
+        assert s.output.startswith("runs/full/checkpoints/"), s
+        outs = [s.args[i + 1] for i, a in enumerate(s.args) if a == "--out"]
+        assert outs == [s.output], f"{s.name} must write where the plan expects: {outs}"
+        assert not any("data/checkpoints" in str(a) for a in s.args)
+
+
+def test_checkpoints_env_moves_every_default_folder(monkeypatch, tmp_path):
+    from drclib import judges
+    from drclib.backbone import default_checkpoint_dir, tokenizer
+    from drclib.checkpoint import CHECKPOINTS_ENV, CheckpointError, shipped_dir
+    from drclib.pipeline import default_stage1_dir
+
+    monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))
+    assert shipped_dir("x") == tmp_path / "x"
+    assert default_checkpoint_dir() == tmp_path / "lmm" and tokenizer.default_checkpoint_dir() == tmp_path / "tokenizer"
+    assert default_stage1_dir("concat") == tmp_path / "stage1" / "concat"
+    with pytest.raises(CheckpointError, match="train it"):      # an empty root says how to fill it
+        judges.load_default("style_classifier")
+
+
+def test_progress_line_and_time_table():
+    from drclib.reproduce import EXPECTED_MINUTES, Progress, time_table
+
+    pr = Progress(["data check", "pocket LMM", "evaluation"])
+    first = pr.line("data check")
+    assert first.startswith("[1/3]") and "0%" in first and "data check" in first
+    left = sum(EXPECTED_MINUTES[p] for p in ("data check", "pocket LMM", "evaluation")) * 60
+    assert _seconds(first.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(left, abs=2)
+    pr.finish("data check", 6.0 * 2)      # twice as slow as expected: the estimate doubles
+    second = pr.line("pocket LMM")
+    assert second.startswith("[2/3]") and "pocket LMM" in second
+    rest = (EXPECTED_MINUTES["pocket LMM"] + EXPECTED_MINUTES["evaluation"]) * 60 * 2
+    assert _seconds(second.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(rest, abs=2)
+    table = time_table({"seconds": {"pocket LMM": 600.0}, "status": {"pocket LMM": "trained"}, "total_seconds": 660.0})
+    assert "| pocket LMM | trained | 10.0 | 18.2 |" in table and "**11.0**" in table
+
+
+def _seconds(clock: str) -> float:
+    parts = [int(x) for x in clock.split(":")]
+    return sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+
+
 def test_cached_scoring_equals_direct_scoring(setup, tiny_stickers):
     """prepare() encodes the history, reference and targets once; the scores must not change."""
     judges, methods, data, splits = setup
