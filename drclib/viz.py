@@ -341,17 +341,23 @@ def plot_tradeoff(points: dict, *, x: str = "style", y: str = "semantic", title:
 
 def plot_scaling_study(rows: Sequence[dict]):
     """The scaling study's figure (``benchmarks/scaling_study.py``): for each concept-set size K,
-    the LMM's text-to-image rates on training and held-out cells and the linear probe of the
-    towers' features on held-out cells. ``rows`` are the study's JSON rows, one per K."""
+    the LMM's text-to-image rates on training and held-out cells (error bars: one binomial
+    standard error; dashed: the world issue's aims) and the linear probe of the towers' features
+    on held-out cells. ``rows`` are the study's JSON rows, one per K."""
     rows = sorted(rows, key=lambda r: r["k"])
     if not rows:
         raise ValueError("no rows to plot: run benchmarks/scaling_study.py first")
     ks = [r["k"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, split, title in ((axes[0], "train_cells", "LMM, training cells"),
-                             (axes[1], "heldout_cells", "LMM, held-out cells")):
+    for ax, split, title, aims in ((axes[0], "train_cells", "LMM, training cells", {"emoji": 0.95, "both": 0.85}),
+                                   (axes[1], "heldout_cells", "LMM, held-out cells", {"both": 0.40})):
         for key, label in (("emoji_top1", "emoji"), ("style_acc", "style"), ("both", "both")):
-            ax.plot(ks, [r[split][key] for r in rows], "o-", label=label)
+            rate = np.array([r[split][key] for r in rows])
+            n = np.array([max(1, r[split].get("n_cells", 1)) for r in rows])
+            ax.errorbar(ks, rate, yerr=np.sqrt(rate * (1 - rate) / n), fmt="o-", capsize=2, label=label)
+        for name, aim in aims.items():
+            ax.axhline(aim, color="grey", ls="--", lw=0.8)
+            ax.text(ks[0], aim + 0.01, f"aim: {name} {aim:.0%}", fontsize=7, color="grey")
         ax.set_title(title)
     for key, label in (("real_emoji", "emoji"), ("real_style", "style")):
         axes[2].plot(ks, [r["probe"][key] for r in rows], "o-", label=label)
