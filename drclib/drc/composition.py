@@ -16,7 +16,7 @@ HYBRID_PROMPT = "Create an image that meets the specified requirements"
 """The text before the latent instruction z in every DRC prompt (the paper's hybrid prompt)."""
 
 
-# ---------------------------------------------------------------------------- prompt and losses
+# ---------------------------------------------------------------------------- the hybrid prompt
 def hybrid_prompt(lmm: PocketLMM, z: torch.Tensor, text: str | None = None,
                   instruction: str = HYBRID_PROMPT) -> torch.Tensor:
     """Prompt embeddings ``[B, T, d]``: ``<bos> Create an image that meets the specified

@@ -156,7 +156,7 @@ class ImportanceSampler:
         self.seen = torch.tensor(state["seen"], dtype=torch.bool)
 
 
-# ---------------------------------------------------------------------------- stage-1 evaluation
+# ---------------------------------------------------------------------------- triplets of held-out cells
 def heldout_triplets(stickers, n: int, seed: int = 0):
     """``n`` test triplets whose anchors are held-out cells (never trained on), with a
     positive-style sample (same style, another emoji) and a positive-semantic sample (same

@@ -1,0 +1,92 @@
+"""What each pretraining option changes: the pocket LMM on `core`, one option at a time.
+
+    python benchmarks/lmm_recipes.py [--train] [--root runs/pilots] [--threads 1]
+                                     [--out data/results/lmm_recipes.json]
+
+Every row is the shipped recipe (:data:`drclib.train.LMM_RECIPE`: 1,200 steps of batch 32, seed
+0) with one option switched on, trained with ``python -m drclib.train backbone --concepts core``
+into ``<root>/lmm_<name>`` (``--train`` trains the missing ones, about 20 minutes each on one
+thread of the 2-core machine), and scored by the command's own evaluation (greedy
+text-to-image, 300 training cells and the 64 held-out cells, the judges' argmax over `core`).
+The first row is the shipped LMM. Prints a markdown table with standard errors and writes the
+rows, commands and machine to ``--out``; RESULTS.md section 1 quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+RECIPES = {
+    "factor_dropout": ["--factor-dropout", "0.3"],
+    "interleaved": ["--interleaved-fraction", "0.2"],
+    "unconditional": ["--unconditional-fraction", "0.15"],
+    "augment": ["--augment", "0.5", "--copies", "4"],
+}
+"""Row name -> the flags added to the shipped recipe (``python -m drclib.train backbone --help``)."""
+
+
+def row(folder: Path) -> dict | None:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return None
+    extra = json.loads(cfg.read_text())["extra"]
+    ev = extra["evaluation"]
+    keep = ("style_acc", "emoji_top1", "both", "n_cells")
+    return {"folder": str(folder), "command": extra["command"], "train_minutes": extra["train_minutes"],
+            "machine": extra.get("machine"),
+            "train_cells": {k: ev["train_cells"][k] for k in keep},
+            "heldout_cells": {k: ev["heldout_cells"][k] for k in keep}}
+
+
+def pm(p: float, n: int) -> str:
+    return f"{p:.3f} ± {math.sqrt(max(p * (1 - p), 0.0) / max(n, 1)):.3f}"
+
+
+def table(rows: dict) -> str:
+    out = ["| recipe | minutes | train: emoji | train: both | held-out: style | held-out: emoji | held-out: both |",
+           "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        t, h = r["train_cells"], r["heldout_cells"]
+        out.append(f"| {name} | {r['train_minutes']:.1f} | {pm(t['emoji_top1'], t['n_cells'])} | "
+                   f"{pm(t['both'], t['n_cells'])} | {pm(h['style_acc'], h['n_cells'])} | "
+                   f"{pm(h['emoji_top1'], h['n_cells'])} | {pm(h['both'], h['n_cells'])} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", action="store_true", help="train the recipes whose folder is missing")
+    p.add_argument("--root", default="runs/pilots")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="data/results/lmm_recipes.json")
+    args = p.parse_args()
+    from drclib.backbone import default_checkpoint_dir
+    from drclib.io import write_json
+
+    rows = {"shipped recipe": row(default_checkpoint_dir())}
+    for name, flags in RECIPES.items():
+        folder = Path(args.root) / f"lmm_{name}"
+        if row(folder) is None and args.train:
+            cmd = [sys.executable, "-m", "drclib.train", "backbone", "--concepts", "core", "--threads",
+                   str(args.threads), *flags, "--out", str(folder)]
+            print("$", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True)
+        r = row(folder)
+        if r is None:
+            print(f"{name}: not trained ({folder}); run with --train", file=sys.stderr)
+            continue
+        rows[f"+ {' '.join(flags)}"] = r
+    print(table(rows))
+    write_json(args.out, {"command": "python benchmarks/lmm_recipes.py " + " ".join(sys.argv[1:]), "rows": rows,
+                          "table": table(rows)})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
