@@ -9,7 +9,8 @@ the shipped size is pretrained on the set's training cells with the shipped reci
 (:data:`drclib.train.LMM_RECIPE`) for the same number of steps at every K, then scored greedily on
 up to 300 training and 300 held-out cells by the kit's judges (the emoji judge's argmax over the
 set). The towers' input features (the shipped semantic encoder, the same for every K) are probed
-on the set's held-out cells (:func:`drclib.backbone.encoder.probe_features`). Each K takes about 12
+on the set's held-out cells (:func:`drclib.backbone.encoder.probe_features`; on the mean token and on
+all 64 tokens, what the towers read; `--reprobe` fills them in for older rows). Each K takes about 20
 minutes on one thread of the 2-core machine. Writes ``scaling_study.json`` (one row per K, with
 the command and machine) and ``scaling_study.png`` (quality against K), which notebook 01 and
 RESULTS.md show. Rows already in the JSON are kept (the study resumes).
@@ -29,7 +30,6 @@ import torch
 
 
 def run_size(k: int, steps: int, seed: int, n_eval: int) -> dict:
-    from drclib.backbone import encoder as enc_mod
     from drclib import judges
     from drclib.backbone import tokenizer as tok_mod
     from drclib.backbone import PocketLMM, sticker_codes
@@ -55,12 +55,12 @@ def run_size(k: int, steps: int, seed: int, n_eval: int) -> dict:
     pick = lambda cells: cells[np.sort(rng.choice(len(cells), size=min(n_eval, len(cells)), replace=False))]  # noqa: E731
     ev = {name: evaluate_text_to_image(lmm, tok, style_clf, emoji_clf, stickers, pick(cells))
           for name, cells in (("train_cells", train), ("heldout_cells", test))}
-    probe = enc_mod.probe_features(enc_mod.load_default(), stickers)
+    probe = probe_row(k)
     keep = ("style_acc", "emoji_top1", "both", "n_cells")
     return {"k": k, "train_minutes": round(minutes, 2), "steps": steps,
             "train_cells": {x: ev["train_cells"][x] for x in keep},
             "heldout_cells": {x: ev["heldout_cells"][x] for x in keep},
-            "probe": {x: probe[x] for x in ("real_emoji", "real_style")}}
+            "probe": probe}
 
 
 AIMS = {"train_emoji": 0.95, "train_both": 0.85}
@@ -72,6 +72,21 @@ def choose_size(rows: list[dict]) -> dict:
     ok = [r["k"] for r in rows if r["train_cells"]["emoji_top1"] >= AIMS["train_emoji"]
           and r["train_cells"]["both"] >= AIMS["train_both"]]
     return {"aims": AIMS, "sizes_meeting_aims": sorted(ok), "largest": max(ok) if ok else None}
+
+
+PROBE_KEYS = ("real_emoji", "real_style", "real_tokens_emoji", "real_tokens_style")
+"""Linear probes of the shipped semantic encoder on the set's held-out cells: on the mean of its
+64 tokens and on all 64 side by side (what the towers read)."""
+
+
+def probe_row(k: int) -> dict:
+    from drclib.backbone import encoder as enc_mod
+    from drclib.data import StickerSet
+    from drclib.data.concepts import ranked_prefix
+
+    whole = StickerSet.load()
+    probe = enc_mod.probe_features(enc_mod.load_default(), whole.subset(ranked_prefix(k, whole)))
+    return {x: probe[x] for x in PROBE_KEYS}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -91,6 +106,8 @@ def main() -> int:
     p.add_argument("--eval-cells", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="data/results/scaling_study")
+    p.add_argument("--reprobe", action="store_true",
+                   help="recompute the linear probes of rows that lack one of PROBE_KEYS (the encoder is the same at every K)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from drclib.runtime import pick_device
@@ -105,6 +122,12 @@ def main() -> int:
                machine=describe_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
                                          f"torch {torch.__version__}")
     done = {(r["k"], r["steps"]) for r in doc["rows"]}
+    if args.reprobe:
+        for r in doc["rows"]:
+            if any(x not in r["probe"] for x in PROBE_KEYS):
+                r["probe"] = probe_row(r["k"])
+                print(f"K={r['k']}: probe {r['probe']}", flush=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
     for k in args.sizes:
         if (k, args.steps) in done:
             continue

@@ -359,8 +359,10 @@ def plot_scaling_study(rows: Sequence[dict]):
             ax.axhline(aim, color="grey", ls="--", lw=0.8)
             ax.text(ks[0], aim + 0.01, f"aim: {name} {aim:.0%}", fontsize=7, color="grey")
         ax.set_title(title)
-    for key, label in (("real_emoji", "emoji"), ("real_style", "style")):
-        axes[2].plot(ks, [r["probe"][key] for r in rows], "o-", label=label)
+    for key, label, style in (("real_tokens_emoji", "emoji, 64 tokens", "o-"), ("real_tokens_style", "style, 64 tokens", "o-"),
+                              ("real_emoji", "emoji, mean token", "o--"), ("real_style", "style, mean token", "o--")):
+        if all(key in r["probe"] for r in rows):
+            axes[2].plot(ks, [r["probe"][key] for r in rows], style, label=label)
     axes[2].set_title("linear probe of the towers' features (held-out)")
     for ax in axes:
         ax.set_xscale("log", base=2)
