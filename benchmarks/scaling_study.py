@@ -89,6 +89,22 @@ def probe_row(k: int) -> dict:
     return {x: probe[x] for x in PROBE_KEYS}
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The study as RESULTS.md shows it: rates with one binomial standard error."""
+    import math
+
+    pm = lambda p, n: f"{p:.2f} ± {math.sqrt(p * (1 - p) / max(n, 1)):.2f}"  # noqa: E731
+    out = ["| K | minutes | train cells: emoji | train cells: both | held-out: style | held-out: emoji | held-out: both "
+           "| probe, 64 tokens: emoji / style | probe, mean token: emoji / style |", "|" + "---|" * 9]
+    for r in sorted(rows, key=lambda r: r["k"]):
+        t, h, pr = r["train_cells"], r["heldout_cells"], r["probe"]
+        tok = (f"{pr['real_tokens_emoji']:.2f} / {pr['real_tokens_style']:.2f}" if "real_tokens_emoji" in pr else "-")
+        out.append(f"| {r['k']} | {r['train_minutes']:.1f} | {pm(t['emoji_top1'], t['n_cells'])} | {pm(t['both'], t['n_cells'])} "
+                   f"| {pm(h['style_acc'], h['n_cells'])} | {pm(h['emoji_top1'], h['n_cells'])} | {pm(h['both'], h['n_cells'])} "
+                   f"| {tok} | {pr['real_emoji']:.2f} / {pr['real_style']:.2f} |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -118,8 +134,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "scaling_study.json"
     doc = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    doc.update(command="python benchmarks/scaling_study.py " + " ".join(sys.argv[1:]),
-               machine=describe_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
+    command = "python benchmarks/scaling_study.py " + " ".join(sys.argv[1:])
+    doc.setdefault("command", command)                      # the command that made the first rows
+    doc["commands"] = list(dict.fromkeys(doc.get("commands", [doc["command"]]) + [command]))
+    doc.update(machine=describe_machine("cpu") + f", {args.threads} torch thread(s), python {platform.python_version()}, "
                                          f"torch {torch.__version__}")
     done = {(r["k"], r["steps"]) for r in doc["rows"]}
     if args.reprobe:
@@ -141,6 +159,7 @@ def main() -> int:
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"largest K meeting the training-cell aims {AIMS}: {doc['choice']['largest']}")
     plot(rows, out / "scaling_study.png")
+    print(markdown_table(rows))
     print(f"wrote {path} and {out / 'scaling_study.png'}")
     return 0
 

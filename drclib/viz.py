@@ -359,10 +359,13 @@ def plot_scaling_study(rows: Sequence[dict]):
             ax.axhline(aim, color="grey", ls="--", lw=0.8)
             ax.text(ks[0], aim + 0.01, f"aim: {name} {aim:.0%}", fontsize=7, color="grey")
         ax.set_title(title)
-    for key, label, style in (("real_tokens_emoji", "emoji, 64 tokens", "o-"), ("real_tokens_style", "style, 64 tokens", "o-"),
-                              ("real_emoji", "emoji, mean token", "o--"), ("real_style", "style, mean token", "o--")):
+    for key, label, style, colour in (("real_tokens_emoji", "emoji, 64 tokens", "o-", "C0"),
+                                      ("real_tokens_style", "style, 64 tokens", "o-", "C1"),
+                                      ("real_emoji", "emoji, mean token", "o--", "C0"),
+                                      ("real_style", "style, mean token", "o--", "C1")):
         if all(key in r["probe"] for r in rows):
-            axes[2].plot(ks, [r["probe"][key] for r in rows], style, label=label)
+            axes[2].plot(ks, [r["probe"][key] for r in rows], style, color=colour, label=label,
+                         alpha=1.0 if "tokens" in key else 0.5)
     axes[2].set_title("linear probe of the towers' features (held-out)")
     for ax in axes:
         ax.set_xscale("log", base=2)
