@@ -8,7 +8,8 @@ Every row is the shipped recipe (:data:`drclib.train.LMM_RECIPE`: 1,200 steps of
 into ``<root>/lmm_<name>`` (``--train`` trains the missing ones, about 20 minutes each on one
 thread of the 2-core machine), and scored by the command's own evaluation (greedy
 text-to-image, 300 training cells and the 64 held-out cells, the judges' argmax over `core`).
-The first row is the shipped LMM. Prints a markdown table with standard errors and writes the
+The first row is the shipped LMM. The loss column is the mean text-to-image loss (nats a
+visual code) over the last 10% of the card's logged steps. Prints a markdown table with standard errors and writes the
 rows, commands and machine to ``--out``; RESULTS.md section 1 quotes it.
 """
 
@@ -36,8 +37,11 @@ def row(folder: Path) -> dict | None:
         return None
     extra = json.loads(cfg.read_text())["extra"]
     ev = extra["evaluation"]
+    t2i = [x for x in extra["history"]["loss_t2i"] if x is not None and x == x]
+    tail = t2i[-max(1, len(t2i) // 10):]
     keep = ("style_acc", "emoji_top1", "both", "n_cells")
     return {"folder": str(folder), "command": extra["command"], "train_minutes": extra["train_minutes"],
+            "final_t2i_loss": sum(tail) / len(tail),
             "machine": extra.get("machine"),
             "train_cells": {k: ev["train_cells"][k] for k in keep},
             "heldout_cells": {k: ev["heldout_cells"][k] for k in keep}}
@@ -48,11 +52,11 @@ def pm(p: float, n: int) -> str:
 
 
 def table(rows: dict) -> str:
-    out = ["| recipe | minutes | train: emoji | train: both | held-out: style | held-out: emoji | held-out: both |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| recipe | minutes | text-to-image loss, last 10% | train: emoji | train: both | held-out: style | held-out: emoji | held-out: both |",
+           "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         t, h = r["train_cells"], r["heldout_cells"]
-        out.append(f"| {name} | {r['train_minutes']:.1f} | {pm(t['emoji_top1'], t['n_cells'])} | "
+        out.append(f"| {name} | {r['train_minutes']:.1f} | {r['final_t2i_loss']:.2f} | {pm(t['emoji_top1'], t['n_cells'])} | "
                    f"{pm(t['both'], t['n_cells'])} | {pm(h['style_acc'], h['n_cells'])} | "
                    f"{pm(h['emoji_top1'], h['n_cells'])} | {pm(h['both'], h['n_cells'])} |")
     return "\n".join(out)

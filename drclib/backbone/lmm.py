@@ -507,9 +507,6 @@ def load_default(device: str | torch.device = "cpu") -> PocketLMM:
     return load_shipped(PocketLMM, default_checkpoint_dir(), "python -m drclib.train backbone --out data/checkpoints/lmm", device)
 
 
-__all__ = ["PocketLMM", "LMMConfig", "SPECIALS", "PAD", "UNK", "BOS", "EOS", "IMG", "IMG_END", "Z", "SEP",
-           "build_text_tokenizer", "default_corpus", "sticker_caption", "default_checkpoint_dir", "load_default"]
-
 
 @torch.no_grad()
 def encode_sticker_set(tokenizer, stickers, batch_size: int = 512) -> torch.Tensor:

@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from drclib.checkpoint import Pretrained, load_shipped, shipped_dir
 from drclib.data.stickers import StickerSet, to_tensor
 from drclib.data.splits import heldout_cells
-from drclib.runtime import pick_device
+from drclib.runtime import pick_device, resolve_bf16
 
 TRAIN_HINT = "python -m drclib.backbone.tokenizer --epochs 8 --threads 1 --out data/checkpoints/tokenizer"
 """The command that (re)makes the shipped checkpoint (its model card holds the exact one)."""
@@ -431,11 +431,6 @@ def _restart_dead_codes(tok: VisualTokenizer, ema_counts: torch.Tensor, latents:
     return int(len(dead))
 
 
-def _autocast_ok(device: torch.device) -> bool:
-    from drclib.runtime import bf16_fast
-    return bf16_fast(device)
-
-
 def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = None, epochs: float = 6,
                     batch_size: int = 64, lr: float = 2e-3, seed: int = 0, device: str | torch.device = "auto",
                     progress: bool = True, exclude: np.ndarray | None = None, max_steps: int | None = None,
@@ -489,7 +484,7 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
         torch.manual_seed(seed)
         tok = VisualTokenizer(config)
     tok.to(dev).train()
-    use_bf16 = _autocast_ok(dev) if bf16 is None else bool(bf16)
+    use_bf16 = resolve_bf16(bf16, dev)
 
     steps_per_epoch = max(1, sum(1 for i in range(0, len(cells), batch_size)
                                  if i == 0 or len(cells) - i >= batch_size // 2))

@@ -224,11 +224,6 @@ def default_config(target: str, num_classes: int) -> StickerClassifierConfig:
                                    dropout=0.2)
 
 
-def _bf16_fast(device: torch.device) -> bool:
-    from drclib.runtime import bf16_fast
-    return bf16_fast(device)
-
-
 def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int = 128, lr: float = 3e-3,
                      seed: int = 0, device: str | torch.device = "auto", progress: bool = True,
                      exclude: np.ndarray | None = None, config: StickerClassifierConfig | None = None,
@@ -256,7 +251,7 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
     from tqdm.auto import tqdm
 
     from drclib.data.splits import heldout_cells
-    from drclib.runtime import pick_device
+    from drclib.runtime import pick_device, resolve_bf16
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -302,7 +297,7 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
-    use_bf16 = _bf16_fast(device) if bf16 is None else bool(bf16)
+    use_bf16 = resolve_bf16(bf16, device)
     history: dict[str, list] = {"loss": [], "lr": [], "epoch_loss": [], "epoch_acc": [], "epoch_time_s": []}
     model.train()
     step = 0
