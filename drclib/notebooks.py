@@ -5,10 +5,18 @@ Each notebook has a cell tagged ``parameters`` (``PROFILE``, ``SEED``, ``DEVICE`
 cell writes its key numbers to ``ARTIFACTS/<notebook stem>.json``, which the tests read back.
 The notebooks in ``notebooks/`` are stored without outputs; executed copies go to ``runs/``
 (git-ignored).
+
+Exercises (see :mod:`drclib.exercises`) are cells tagged ``exercise`` (the student's answer),
+``check`` (the self-check) and ``solution`` (the worked answer, folded, as one fenced python
+block). :func:`with_solutions` writes a copy with every answer cell replaced by its solution's
+code; the tests run that copy, so every solution executes and every check must pass.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +41,66 @@ def artifact_json(notebook: str | Path, artifacts: str | Path) -> Path:
     return Path(artifacts) / f"{Path(notebook).stem}.json"
 
 
+_FENCE = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def _tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def exercises(notebook: str | Path | dict) -> list[dict]:
+    """The notebook's exercises, in order: ``{"index", "answer", "check", "solution"}`` with the
+    cell indices of the three cells and the solution's python code. Raises ``ValueError`` when an
+    exercise cell lacks its check or its solution, or a solution has no single python block."""
+    nb = notebook if isinstance(notebook, dict) else json.loads(Path(notebook).read_text(encoding="utf-8"))
+    cells = nb["cells"]
+    found, current = [], None
+    for i, cell in enumerate(cells):
+        tags = _tags(cell)
+        if "exercise" in tags:
+            if current is not None:
+                raise ValueError(f"cell {current['answer']}: an exercise without its check and solution before cell {i}")
+            current = {"index": len(found) + 1, "answer": i, "check": None, "solution": None}
+        elif "check" in tags:
+            if current is None or current["check"] is not None:
+                raise ValueError(f"cell {i}: a check cell that follows no exercise cell")
+            current["check"] = i
+        elif "solution" in tags:
+            if current is None or current["check"] is None:
+                raise ValueError(f"cell {i}: a solution that follows no exercise and check cell")
+            blocks = _FENCE.findall("".join(cell["source"]))
+            if len(blocks) != 1:
+                raise ValueError(f"cell {i}: a solution needs exactly one ```python block, found {len(blocks)}")
+            current["solution"], current["solution_cell"] = blocks[0], i
+            found.append(current)
+            current = None
+    if current is not None:
+        raise ValueError(f"cell {current['answer']}: an exercise without its check and solution")
+    return found
+
+
+def with_solutions(notebook: str | Path, out: str | Path | None = None) -> Path:
+    """A copy of the notebook with every ``exercise`` cell's code replaced by its solution's;
+    returns its path (a temporary file unless ``out`` is given)."""
+    notebook = Path(notebook)
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for ex in exercises(nb):
+        nb["cells"][ex["answer"]]["source"] = ex["solution"].splitlines(keepends=True)
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="drc-solved-")) / notebook.name
+    Path(out).write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+    return Path(out)
+
+
 def run_notebook(notebook: str | Path, out_dir: str | Path, *, profile: str = "quick", seed: int = 0,
                  device: str = "auto", timeout: int | None = 1800, parameters: dict | None = None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, solutions: bool = False) -> Path:
     """Execute one notebook with papermill; returns the path of the executed copy.
 
     The executed copy and the notebook's JSON both go to ``out_dir``. ``timeout`` bounds each
-    cell, in seconds. Raises papermill's ``PapermillExecutionError`` if a cell fails (the
-    executed copy up to the failure is still written, for reading).
+    cell, in seconds. ``solutions``: run the copy with every exercise answered by its solution
+    (:func:`with_solutions`). Raises papermill's ``PapermillExecutionError`` if a cell fails
+    (the executed copy up to the failure is still written, for reading).
     """
     import papermill as pm
 
@@ -52,9 +112,15 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, *, profile: str = "q
     params = dict(PROFILE=profile, SEED=seed, DEVICE=device, ARTIFACTS=str(out_dir))
     params.update(parameters or {})
     out = out_dir / notebook.name
-    pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name=KERNEL_NAME,
-                        cwd=str(notebook.parent), execution_timeout=timeout,
-                        progress_bar=progress, log_output=False, report_mode=False)
+    source = with_solutions(notebook) if solutions else notebook
+    try:
+        pm.execute_notebook(str(source), str(out), parameters=params, kernel_name=KERNEL_NAME,
+                            cwd=str(notebook.parent), execution_timeout=timeout,
+                            progress_bar=progress, log_output=False, report_mode=False)
+    finally:
+        if solutions:
+            source.unlink(missing_ok=True)
+            source.parent.rmdir()
     return out
 
 

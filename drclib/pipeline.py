@@ -445,7 +445,9 @@ def evaluate_personalization(pipe: DRCPipeline, stickers, samples, idx: np.ndarr
                              keep_images: int = 0) -> dict:
     """Run the pipeline greedily on samples ``idx`` (one reference per sample, drawn from its
     reference set with ``seed``) and score the outputs with
-    :func:`drclib.judges.personalization_rates`."""
+    :func:`drclib.judges.personalization_rates`. Every method gets one output per sample at the
+    same ``alpha_m`` / ``alpha_s`` (ignored by methods without masks); ``seed`` also fixes the
+    draws of a sampling method (e.g. the "random history image" calibration row)."""
     from drclib.judges import personalization_rates
 
     idx = np.asarray(idx)
@@ -456,7 +458,8 @@ def evaluate_personalization(pipe: DRCPipeline, stickers, samples, idx: np.ndarr
         sl = idx[i:i + batch_size]
         hist = [list(stickers.batch(samples.history[j], as_torch=True)) for j in sl]
         ref = list(stickers.batch(refs[i:i + batch_size], as_torch=True))
-        outs.append(pipe(hist, ref, text=None, alpha_m=alpha_m, alpha_s=alpha_s, greedy=True, output_type="pt"))
+        outs.append(pipe(hist, ref, text=None, alpha_m=alpha_m, alpha_s=alpha_s, greedy=True, seed=seed + i,
+                         output_type="pt"))
     images = torch.cat(outs)
     rates = personalization_rates(style_clf, emoji_clf, images, samples.target[idx], refs, samples.history[idx])
     if keep_images:

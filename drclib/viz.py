@@ -14,6 +14,35 @@ import numpy as np
 from drclib.data.stickers import StickerSet
 
 
+def caption(text: str) -> None:
+    """Show one sentence under a figure or table, as markdown in Jupyter (printed elsewhere).
+
+    Notebooks build the sentence with an f-string from the numbers the cell just computed, so
+    the words cannot drift from the output. Returns nothing, so the sentence shows once."""
+    text = " ".join(str(text).split())
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:   # IPython comes with Jupyter; plain Python prints instead
+        pass
+    print(text)
+
+
+def pct(p: float, n: int | None = None) -> str:
+    """A rate in words for captions: ``35%``, or ``35% ± 3`` (standard error, in points) with ``n``."""
+    if p is None:
+        return "n/a"
+    if n is None:
+        return f"{100 * p:.0f}%"
+    from drclib.judges.metrics import rate_se
+
+    return f"{100 * p:.0f}% ± {100 * rate_se(p, n):.0f}"
+
+
 def _hide_axes(ax):
     ax.set_xticks([])
     ax.set_yticks([])
@@ -322,17 +351,25 @@ def show_comparison(images: dict, methods: Sequence[str], labels: dict | None = 
     return fig
 
 
-def plot_tradeoff(points: dict, *, x: str = "style", y: str = "semantic", title: str | None = None):
+def plot_tradeoff(points: dict, *, x: str = "style", y: str = "semantic", title: str | None = None,
+                  calibration: Sequence[str] = ()):
     """A scatter of methods: ``points`` is ``{label: (style score, semantic score)}``; the paper's
-    reading (DRC trades semantic alignment for style alignment) is a move up-left or down-right."""
+    reading (DRC trades semantic alignment for style alignment) is a move up-left or down-right.
+    Each point is numbered and named in a legend beside the axes, so labels never overlap;
+    ``calibration`` labels (rows that are not methods) are drawn hollow."""
     if not points:
         raise ValueError("plot_tradeoff needs at least one point")
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for label, (px, py) in points.items():
-        ax.scatter([px], [py], s=30)
-        ax.annotate(label, (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7.2, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, (px, py)) in enumerate(points.items(), 1):
+        c = colors[(i - 1) % len(colors)]
+        hollow = label in calibration
+        ax.scatter([px], [py], s=60, facecolors="none" if hollow else c, edgecolors=c, linewidths=1.5,
+                   label=f"{i}. {label}" + (" (calibration)" if hollow else ""))
+        ax.annotate(str(i), (px, py), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel(x, fontsize=8)
     ax.set_ylabel(y, fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -377,3 +414,92 @@ def plot_scaling_study(rows: Sequence[dict]):
     fig.suptitle(f"scaling study: {rows[0]['steps']} LMM steps at every K")
     fig.tight_layout()
     return fig
+
+
+def rate_table(rows: dict, columns: Sequence[tuple[str, str]], *, first: str = "method",
+               italic: Sequence[str] = ()) -> str:
+    """A markdown table of rates, each cell ``0.350 ± 0.034`` (standard error from the row's
+    ``n``): ``rows`` is ``{label: {column key: rate, ..., "n": samples}}``, ``columns`` a list of
+    ``(key, title)``. Labels in ``italic`` (calibration rows) are set in italics; a missing rate is n/a."""
+    from drclib.judges.metrics import format_rate
+
+    lines = [f"| {first} | " + " | ".join(t for _, t in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, r in rows.items():
+        cells = ["n/a" if r.get(k) is None else format_rate(r[k], r["n"]) for k, _ in columns]
+        name = f"*{label}*" if label in italic else str(label)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_runs(runs: dict, keys: Sequence[str], *, labels: dict | None = None, title: str | None = None,
+              smooth: int = 1, x: str = "step"):
+    """Several training histories on ONE axes: one colour per key, one line style per run
+    (``runs`` is ``{run label: history}``), so two runs of the same loop compare at a glance."""
+    if not runs or not keys:
+        raise ValueError("plot_runs needs at least one run and one key")
+    styles = ["-", "--", ":", "-."]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for r, (run, history) in enumerate(runs.items()):
+        for c, k in enumerate(keys):
+            if k not in history:
+                raise KeyError(f"run {run!r} has no {k!r}; it has {sorted(history)}")
+            y = np.asarray(history[k], dtype=float)
+            xs = np.asarray(history.get(x, np.arange(1, len(y) + 1)), dtype=float)
+            if smooth > 1 and len(y) >= smooth:
+                y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+                xs = xs[smooth - 1:]
+            name = (labels or {}).get(k, k)
+            ax.plot(xs, y, styles[r % len(styles)], color=colours[c % len(colours)], lw=1.2, label=f"{run}: {name}")
+    ax.set_xlabel(x)
+    ax.legend(fontsize=6, ncol=len(runs))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_rates(entries: dict, rows: Sequence[str], columns: Sequence[str], *, labels: dict | None = None,
+                      calibration: Sequence[str] = (), title: str | None = None):
+    """Grouped bars of ground-truth rates with one-standard-error bars: one group per column
+    (``"both"``, ``"style_acc"``, ...), one bar per row. ``entries`` maps a row to an evaluation
+    entry (``{"ground_truth": {...}, "n": ...}``, as in ``evaluation.json``); ``calibration``
+    rows (not methods: a copy of the reference, a history image, the bare LMM) are hatched."""
+    from drclib.judges.metrics import rate_se
+
+    rows = [r for r in rows if r in entries]
+    if not rows or not columns:
+        raise ValueError("plot_method_rates needs at least one row present in entries and one column")
+    labels = labels or {}
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(columns)), 3.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, r in enumerate(rows):
+        e = entries[r]
+        vals = [e["ground_truth"][c] for c in columns]
+        errs = [rate_se(v, e["n"]) for v in vals]
+        xs = np.arange(len(columns)) + (j - (len(rows) - 1) / 2) * width
+        ax.bar(xs, vals, width, yerr=errs, capsize=2, color=colors[j % len(colors)],
+               hatch="//" if r in calibration else None, alpha=0.6 if r in calibration else 1.0,
+               label=labels.get(r, r) + (" (calibration)" if r in calibration else ""))
+    ax.set_xticks(np.arange(len(columns)))
+    ax.set_xticklabels(columns, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("rate (± 1 s.e.)", fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def apply_token_masks(images, masks, *, grid: int = 8):
+    """Images ``[B, 3, H, W]`` with the token cells their masks ``[B, grid * grid]`` drop (0)
+    greyed out, as :func:`show_token_masks` draws one image; returns a float tensor."""
+    import torch
+
+    img = torch.as_tensor(images).float()
+    m = torch.as_tensor(masks).float().round().view(len(img), 1, grid, grid)
+    step = img.shape[-1] // grid
+    keep = m.repeat_interleave(step, 2).repeat_interleave(step, 3)
+    return img * keep + 0.5 * (1 - keep)

@@ -11,7 +11,7 @@ import drclib
 ROOT = Path(drclib.__file__).parent
 MAX_LINES = 800
 LAYERS = ["paths", "runtime", "config", "io", "checkpoint", "data", "backbone", "judges", "drc",
-          "pipeline", "baselines", "evaluation", "train", "notebooks", "viz", "widgets", "reproduce", "cli"]
+          "pipeline", "baselines", "evaluation", "train", "figures", "exercises", "notebooks", "viz", "widgets", "reproduce", "cli"]
 """The top-level parts, lowest first: a part may import from parts to its left only (and
 ``notebooks`` / ``viz`` sit beside the top, for the pictures and papermill)."""
 

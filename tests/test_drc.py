@@ -680,3 +680,64 @@ def test_drawn_instructions_equal_the_picked_ones(lmm, codes, triplets, form, va
     torch.testing.assert_close(drc.drawn_instructions(*e, which), want, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="which"):
         drc.drawn_instructions(*e, torch.tensor([4] * 8))
+
+
+# ---------------------------------------------------------------------------- notebook helpers (04, 05)
+def test_compare_runs_states_the_gap_and_its_spread():
+    from drclib.drc import compare_runs
+
+    steps = np.arange(100)
+    a = {"l_x": 2.0 + 0.1 * np.sin(steps), "l_y": np.full(100, 3.0)}
+    b = {"l_x": 2.5 + 0.1 * np.cos(steps), "l_y": np.full(100, 3.0)}
+    r = compare_runs(a, b, ["l_x", "l_y"], tail=50)
+    assert r["tail"] == 50 and r["diff"] == pytest.approx(r["a"] - r["b"]) and r["diff"] < -0.2
+    assert r["within_noise"] is False and r["per_key"]["l_y"] == (3.0, 3.0)
+    same = compare_runs(a, a, ["l_x"])
+    assert same["diff"] == 0 and same["spread"] == 0 and same["within_noise"] is True
+    with pytest.raises(ValueError, match="at least one key"):
+        compare_runs(a, b, [])
+
+
+def test_history_keep_rates_split_on_and_off_style_items(lmm, codes):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from drclib.drc import history_keep_rates
+
+    drc = DRC(dataclasses.replace(DRC.for_lmm(lmm, n_latent=4).config, mask_generator=True)).eval()
+    history = np.array([[[0, 1], [0, 2], [3, 4]], [[1, 5], [1, 6], [-1, -1]]])   # one off-style item, one padded
+    samples = SimpleNamespace(history=history, style=np.array([0, 1]),
+                              draw_reference=lambda i, rng: np.array([2, 7 + i]))
+    r = history_keep_rates(drc, lmm, codes, samples, [0, 1], alpha_s=0.5)
+    assert r["keep"].shape == (2, 3) and np.isnan(r["keep"][1, 2])
+    assert r["off"].tolist() == [[False, False, True], [False, False, False]] and (r["n_on"], r["n_off"]) == (4, 1)
+    # the mask keeps 1 - alpha_s of the real history tokens of each sample
+    assert np.nanmean(r["keep"][0]) == pytest.approx(0.5, abs=0.02) and np.nanmean(r["keep"][1]) == pytest.approx(0.5, abs=0.02)
+    assert r["off_style"] == pytest.approx(r["keep"][0, 2]) and r["off_style_se"] is None
+    with pytest.raises(ValueError, match="no mask generator"):
+        history_keep_rates(DRC.for_lmm(lmm, n_latent=4), lmm, codes, samples, [0])
+
+
+def test_swap_pipeline_rates_give_a_pipeline_a_as_history_and_b_as_reference(tiny_stickers):
+    from drclib.drc import swap_pipeline_rates
+
+    calls = []
+
+    def pipe(hist, ref, **kw):
+        calls.append((len(hist), [len(h) for h in hist], len(ref), kw))
+        return torch.zeros(len(ref), 3, 32, 32)
+
+    class Judge:
+        def __init__(self, cls):
+            self.cls = cls
+
+        def predict(self, images):
+            return torch.full((len(images),), self.cls)
+
+        def topk(self, images, k):
+            return None, torch.full((len(images), k), self.cls)
+
+    a, b = np.array([[0, 1], [1, 2], [2, 3]]), np.array([[3, 4], [4, 5], [5, 6]])
+    r = swap_pipeline_rates(pipe, Judge(0), Judge(4), tiny_stickers, (a, b), batch_size=2)
+    assert [c[:3] for c in calls] == [(2, [1, 1], 2), (1, [1], 1)] and calls[0][3]["greedy"] is True
+    assert r["n"] == 3 and r["style_of_A"] == pytest.approx(1 / 3) and r["emoji_of_B"] == pytest.approx(1 / 3)

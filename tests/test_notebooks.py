@@ -2,7 +2,9 @@
 
 New notebooks are picked up with no change here. Each run keeps its executed copy in
 ``runs/test-quick/`` (git-ignored; CI keeps it as an artifact) and must write
-``<stem>.json``, which is read back. ``CHECKS`` holds per-notebook assertions on those numbers;
+``<stem>.json``, which is read back. Each runs with its exercises answered by their solutions
+(``drclib.notebooks.with_solutions``), so every solution executes and every self-check must say
+"correct". ``CHECKS`` holds per-notebook assertions on those numbers;
 a notebook without an entry still has to run and write its JSON with its profile in it.
 """
 
@@ -12,7 +14,7 @@ import json
 
 import pytest
 
-from drclib.notebooks import KERNEL_NAME, artifact_json, find_notebooks, run_notebook
+from drclib.notebooks import KERNEL_NAME, artifact_json, exercises, find_notebooks, run_notebook
 from tests.conftest import REPO
 
 OUT = REPO / "runs" / "test-quick"
@@ -28,6 +30,7 @@ def _check_00(r):
     assert sp["train"] > 6 * sp["test"] and sp["val"] > 0
     assert r["splits"]["heldout"]["test"] > 0
     assert 0.05 < r["mean_noise_rate"] < 0.4
+    assert 0 <= r["noise_rate_range"][0] <= r["mean_noise_rate"] <= r["noise_rate_range"][1] <= 1   # the histogram's caption
     assert r["lean_share"] is None                            # mini's categories are too small to lean to
     assert r["pixel_diff_same_emoji_other_style"] > 10        # style is a real, visible factor
 
@@ -42,6 +45,9 @@ def _check_01(r):
     assert 0 <= t2i["both"] <= min(t2i["style_acc"], t2i["emoji_top1"]) <= 1
     assert t2i["style_acc"] > 0.3                                   # well above chance (1/6): the LMM draws styles
     assert r["generation_seconds_16"]["no_cache"] > r["generation_seconds_16"]["cache"]
+    assert r["kv_cache_speedup"] > 1                                # the speed-up its caption states, measured here
+    assert 0 <= r["grid_rates"]["both"] <= r["grid_rates"]["style_acc"] <= 1
+    assert 0 <= r["captions_right"] <= len(r["captions"])
     assert len(r["captions"]) == 3 and all(isinstance(c, str) for c in r["captions"])
 
 
@@ -55,6 +61,7 @@ def _check_02(r):
     assert rows[("colour", "meanstd")]["precision"] > r["chance_precision"]
     assert rows[("kit_style", "meanstd")]["precision"] > rows[("colour", "meanstd")]["precision"]
     assert r["rerender_shape"] == [3, 3, 32, 32] and r["triplets"] == 400
+    assert rows[tuple(r["best_unlabelled_extractor"].split("/"))]["precision"] > r["chance_precision"]   # its caption
 
 
 def _check_03(r):
@@ -64,6 +71,10 @@ def _check_03(r):
     assert r["params"]["StyleTower"] == r["params"]["SemTower"] > 0           # one architecture, two towers
     assert r["params"]["lmm"] > r["params"]["drc"] > r["params"]["concat"]
     assert 0 < r["attention_entropy"]["style"] <= r["attention_entropy"]["uniform"] + 1e-6
+    # eq. (1)'s cross-form shortcut: swapping the anchor moves z(s,m) in the cross form, never in the self form
+    shortcut = r["cross_form_shortcut"]
+    assert shortcut["cross"]["z(s,m)"] > 1e-3 and shortcut["self"]["z(s,m)"] < 1e-6
+    assert shortcut["self"]["z(a,a)"] > 1e-3
 
 
 def _check_04(r):
@@ -87,6 +98,18 @@ def _check_04(r):
     assert all(set(a["swap"]) == {"train", "heldout"} for a in r["ablation"].values())
     trained = r["final_running_losses"]["drc"]
     assert max(trained.values()) < min(r["initial_losses"].values())       # the shipped model learned
+    for kind in ("train", "heldout"):                                       # the calibration rows of the swap test
+        refs = r["swap_references"][kind]
+        assert refs["copy A"]["emoji_of_B"] == 0 and refs["copy A"]["style_of_A"] > 0.6
+        assert 0 <= refs["bare LMM (LMM*)"]["both"] <= 1
+    red = r["redraw_references"]                                            # ... and of redrawing anchors
+    assert red["real anchor"]["both"] > 0.6 and red["copy x_m"]["emoji_top1"] > 0.6 and red["copy x_s"]["emoji_top1"] == 0
+    # the shipped 300-pair swap tests, read from the checkpoints
+    assert all(x[kind]["n"] == 300 for x in r["shipped_swap"].values() for kind in ("train", "heldout"))
+    assert r["shipped_swap"]["drc"]["train"]["both"] > r["shipped_swap"]["concat"]["train"]["both"] + 0.2
+    iu = r["is_vs_uniform"]                      # importance sampling vs uniform: the stated conclusion
+    assert iu["lower"] in ("importance sampling", "uniform sampling") and iu["spread"] > 0
+    assert iu["swap_within_noise"] is True and abs(iu["swap_gap"]) <= 2 * iu["swap_gap_se"]   # no measurable gain
 
 
 def _check_05(r):
@@ -94,17 +117,36 @@ def _check_05(r):
     assert r["demo"]["steps"] == 6
     assert set(r["pipelines"]) == {"stage 1 only", "DRC (stage 2)", "w/o Aug"}
     assert set(r["mask_keep"]) == {"untrained", "trained"}
-    assert len(r["table"]) == 6
+    for keep in r["mask_keep"].values():          # per-item keep shares of the style mask at alpha_s 0.4
+        assert keep["n_on"] > 0 and keep["n_off"] > 0
+        assert abs((keep["on_style"] * keep["n_on"] + keep["off_style"] * keep["n_off"]) / (keep["n_on"] + keep["n_off"])
+                   - 0.6) < 0.02                  # the mask keeps 1 - alpha_s of all history tokens
+        assert 0 < keep["on_style_se"] < 0.1 and 0 < keep["off_style_se"] < 0.2
+    assert r["calibration"] == sorted(["copy reference (Grd)", "random history image", "bare LMM (LMM*)"])
+    assert len(r["table"]) == 12                  # 3 pipelines + 3 calibration rows, 2 splits
     for row in r["table"].values():
         assert 16 <= row["n"] <= 24 and 0 <= row["both"] <= min(row["style_acc"], row["emoji_top1"]) <= 1
         assert 0 <= row["collapse_reference"] <= 1 and 0 <= row["collapse_history"] <= 1
+    for split in ("sample", "heldout"):
+        grd, hist = r["table"][f"{split}/copy reference (Grd)"], r["table"][f"{split}/random history image"]
+        assert grd["collapse_reference"] > 0.8 and grd["emoji_top1"] > 0.6 and grd["style_acc"] < 0.2    # total collapse
+        assert hist["collapse_history"] > 0.6 and hist["emoji_top1"] < 0.2                            # ignores the reference
+    g = r["stage2_gain"]
+    assert abs(g["both_stage2"] - g["both_stage1"] - g["diff"]) < 1e-9 and g["se"] > 0
 
 
 def _check_06(r):
     assert r["generated"] is True and r["strip_images"] == 6
     assert "history is empty" in r["status"]                               # the error cell's message, no traceback
-    assert r["grid_shape"] == [3, 8, 32, 32, 3]          # reference, two history images, five alpha_m
+    assert r["grid_shape"] == [3, 1 + r["n_history"] + 5, 32, 32, 3]   # reference, the whole history, five alpha_m
     assert set(r["alpha_m_rates"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert all(len(v) == 5 and all(0 <= k <= 3 for k in v) for v in r["strip_judged"].values())
+    rates = r["alpha_m_rates"]
+    assert rates["0.0"]["emoji_top1"] > rates["1.0"]["emoji_top1"]         # alpha_m masks the reference's content away
+    cal = r["calibration"]                                                  # calibration rows beside the sweep
+    assert set(cal) == {"copy reference (Grd)", "random history image", "bare LMM (LMM*)"}
+    assert cal["copy reference (Grd)"]["emoji_top1"] > 0.6 and cal["copy reference (Grd)"]["collapse_reference"] > 0.8
+    assert cal["random history image"]["emoji_top1"] < 0.2
 
 
 def _check_07(r):
@@ -120,6 +162,15 @@ def _check_07(r):
         for row in split.values():
             assert row["n"] == 16 and 0 <= row["both"] <= min(row["style_acc"], row["emoji_top1"])
     assert r["comparison_columns"] == ["pigeon", "drc", "target"]
+    # the shipped full run, read back: one protocol (fixed alpha_m), 200 + 64 samples, invariants hold
+    full = r["full"]
+    assert full["settings"]["sweep"] is False and full["settings"]["n_samples"] == 200
+    assert full["invariant_problems"] == [] and r["sweep_shipped"] is True
+    for split, n in (("sample", 200), ("heldout", 64)):
+        t = full["table"][split]
+        assert all(row["n"] == n for row in t.values())
+        assert t["drc"]["both"] > t["pigeon"]["both"] and t["drc"]["both"] > t["stage1_concat"]["both"]
+        assert t["drc"]["collapse_reference"] < t["pigeon"]["collapse_reference"]
 
 
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
@@ -139,9 +190,13 @@ def test_there_are_notebooks():
 def test_notebook_runs_and_writes_its_numbers(notebook):
     out_json = artifact_json(notebook, OUT)
     out_json.unlink(missing_ok=True)
-    executed = run_notebook(notebook, OUT, profile="quick", seed=0, device="cpu", timeout=TIMEOUT_PER_CELL)
+    executed = run_notebook(notebook, OUT, profile="quick", seed=0, device="cpu", timeout=TIMEOUT_PER_CELL,
+                            solutions=True)
     assert executed.is_file()
     assert out_json.is_file(), f"{notebook.name} did not write {out_json.name}"
     results = json.loads(out_json.read_text())
     assert results["profile"] == "quick"
+    # every exercise was answered by its solution and its self-check said "correct"
+    n = len(exercises(notebook))
+    assert results["exercises"] == {f"{notebook.stem[:2]}.{i}": "correct" for i in range(1, n + 1)}
     CHECKS.get(notebook.stem, lambda r: None)(results)

@@ -64,3 +64,53 @@ def test_show_token_masks_greys_masked_cells():
     shown = fig.axes[1].images[0].get_array()
     assert shown[:, :16].min() == 255 and abs(int(shown[:, 16:].max()) - 128) <= 1
     plt.close(fig)
+
+
+def test_tradeoff_numbers_points_and_names_them_in_a_legend():
+    fig = viz.plot_tradeoff({"DRC": (40.0, 45.0), "Copy history": (46.0, 16.0)}, calibration=["Copy history"])
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["1. DRC", "2. Copy history (calibration)"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one point"):
+        viz.plot_tradeoff({})
+
+
+def test_method_rates_have_error_bars_and_hatched_calibration_rows():
+    entries = {"drc": {"n": 200, "ground_truth": {"both": 0.35, "style_acc": 0.6}},
+               "grd": {"n": 200, "ground_truth": {"both": 0.04, "style_acc": 0.04}}}
+    fig = viz.plot_method_rates(entries, ["drc", "grd", "absent"], ["both", "style_acc"], calibration=["grd"])
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 and ax.patches[2].get_hatch() == "//" and ax.patches[0].get_hatch() is None
+    from matplotlib.container import ErrorbarContainer
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 2     # error bars on every row
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one row"):
+        viz.plot_method_rates(entries, ["absent"], ["both"])
+
+
+def test_rate_table_puts_a_standard_error_beside_every_rate():
+    rows = {"DRC": {"both": 0.5, "style_acc": 0.7, "n": 100}, "copy": {"both": 0.0, "style_acc": None, "n": 100}}
+    md = viz.rate_table(rows, [("style_acc", "style"), ("both", "both")], italic=["copy"])
+    lines = md.splitlines()
+    assert lines[0] == "| method | style | both |" and lines[2] == "| DRC | 0.700 ± 0.046 | 0.500 ± 0.050 |"
+    assert lines[3] == "| *copy* | n/a | 0.000 ± 0.000 |"
+
+
+def test_plot_runs_draws_every_run_on_one_axes():
+    h = {"step": [1, 2, 3], "l_a": [3.0, 2.0, 1.0], "l_b": [3.0, 2.5, 2.0]}
+    fig = viz.plot_runs({"IS": h, "uniform": h}, ["l_a", "l_b"], labels={"l_a": "z(a,a)"})
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 4
+    assert {ln.get_linestyle() for ln in fig.axes[0].lines} == {"-", "--"}
+    assert "IS: z(a,a)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    with pytest.raises(KeyError, match="no 'l_c'"):
+        viz.plot_runs({"IS": h}, ["l_c"])
+
+
+def test_apply_token_masks_greys_each_image_by_its_own_mask():
+    import torch
+
+    masks = torch.zeros(2, 64)
+    masks[0] = 1
+    out = viz.apply_token_masks(torch.ones(2, 3, 32, 32), masks)
+    assert out.shape == (2, 3, 32, 32) and float(out[0].min()) == 1 and float(out[1].max()) == 0.5

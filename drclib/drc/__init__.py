@@ -23,6 +23,7 @@ from drclib.drc.model import (
                               TowerInputs,
                               cell_images,
                               cell_tokens,
+                              history_keep_rates,
                               check_lmm_matches,
                               lmm_fingerprint,
                               load_stage1,
@@ -31,10 +32,13 @@ from drclib.drc.stage1 import (
                               ImportanceSampler,
                               caption_anchor_loss,
                               caption_words,
+                              compare_runs,
                               heldout_triplets,
                               importance_probabilities,
                               reconstruction_loss,
 )
-from drclib.drc.swap import PAIR_KINDS, evaluate_stage1, swap_pair_sets, swap_pairs, swap_rates, swap_reference_rows
+from drclib.drc.swap import (PAIR_KINDS, evaluate_stage1, stage1_reference_rows, swap_pair_sets, swap_pairs,
+                             swap_pipeline_rates, swap_rates, swap_reference_rows)
 
-__all__ = ["DRC", "DRCConfig", "VARIANTS", "cell_images", "cell_tokens", "TowerInputs", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts", "reconstruction_loss", "caption_words", "caption_anchor_loss", "importance_probabilities", "ImportanceSampler", "generate_codes", "heldout_triplets", "swap_pairs", "swap_pair_sets", "PAIR_KINDS", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows", "prompt_mask"]
+__all__ = ["DRC", "DRCConfig", "VARIANTS", "cell_images", "cell_tokens", "TowerInputs", "COMBINATIONS", "LABELS", "HYBRID_PROMPT", "hybrid_prompt", "hybrid_prompts", "reconstruction_loss", "caption_words", "caption_anchor_loss", "importance_probabilities", "ImportanceSampler", "generate_codes", "heldout_triplets", "swap_pairs", "swap_pair_sets", "PAIR_KINDS", "load_stage1", "lmm_fingerprint", "check_lmm_matches", "swap_rates", "evaluate_stage1", "swap_reference_rows", "prompt_mask", "swap_pipeline_rates",
+           "stage1_reference_rows", "compare_runs", "history_keep_rates"]

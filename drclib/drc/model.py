@@ -484,3 +484,48 @@ def load_stage1(folder: str | Path, lmm_folder: str | Path | None = None, *,
         lmm.load_lora(folder / "lora")
         lmm.to(device).eval()
     return model, lmm
+
+
+@torch.no_grad()
+def history_keep_rates(drc: "DRC", lmm: PocketLMM, codes: torch.Tensor, samples, idx, *,
+                       images: torch.Tensor | None = None, alpha_s: float = 0.4, alpha_m: float = 0.5,
+                       seed: int = 0, batch_size: int = 50) -> dict:
+    """What a stage-2 model's style mask (eq. 5) keeps of each history item, for the samples ``idx``
+    of ``samples`` (:class:`drclib.data.users.Samples`): the share of each history image's 64 style
+    tokens kept at ``alpha_s``, with each sample's reference drawn from its reference set as
+    :func:`drclib.pipeline.evaluate_personalization` draws it (``seed``).
+
+    Returns ``keep`` (``[len(idx), N]``, NaN for padding), ``off`` (``[len(idx), N]``, True where the
+    item's style is not the user's: noise in the history), and the mean keep share of on-style and
+    off-style items (``on_style`` / ``off_style``, ``None`` when there are none), their standard
+    errors over items (``on_style_se`` / ``off_style_se``) and counts (``n_on`` / ``n_off``).
+    The style mask is chosen jointly over all history tokens, so a trained generator can drop an
+    off-style item almost whole while keeping the on-style ones."""
+    if not drc.config.mask_generator:
+        raise ValueError("this DRC model has no mask generator (a stage-1 model): use a stage-2 model")
+    idx = np.asarray(idx)
+    if len(idx) == 0:
+        raise ValueError("no samples given")
+    rng = np.random.default_rng([seed, 9])
+    refs = np.stack([samples.draw_reference(int(i), rng) for i in idx])
+    hist = np.asarray(samples.history[idx])
+    valid = hist[..., 0] >= 0
+    keep = np.full(valid.shape, np.nan)
+    drc.eval()
+    for i in range(0, len(idx), batch_size):
+        sl = slice(i, min(len(idx), i + batch_size))
+        h = np.where(valid[sl][..., None], hist[sl], 0)
+        e_hist = cell_tokens(drc, lmm, codes, h, images)
+        e_ref = cell_tokens(drc, lmm, codes, refs[sl], images)
+        mask = torch.as_tensor(valid[sl], device=e_hist.device)
+        _, (m_h, _) = drc.user_instruction(e_hist, e_ref, alpha_s, alpha_m, history_mask=mask, return_masks=True)
+        keep[sl] = m_h.float().mean(-1).cpu().numpy()
+    keep[~valid] = np.nan
+    off = valid & (hist[..., 0] != np.asarray(samples.style[idx])[:, None])
+    on = valid & ~off
+    out = {"keep": keep, "off": off, "alpha_s": float(alpha_s), "n_on": int(on.sum()), "n_off": int(off.sum())}
+    for name, sel in (("on_style", on), ("off_style", off)):
+        vals = keep[sel]
+        out[name] = float(vals.mean()) if len(vals) else None
+        out[f"{name}_se"] = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None
+    return out

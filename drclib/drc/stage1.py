@@ -156,6 +156,29 @@ class ImportanceSampler:
         self.seen = torch.tensor(state["seen"], dtype=torch.bool)
 
 
+def compare_runs(a: dict, b: dict, keys, *, tail: int = 60) -> dict:
+    """Compare two training histories of the same loop (e.g. importance sampling ``a`` against
+    uniform ``b``, which saw the same batches) over their last ``tail`` steps: the mean over
+    ``keys`` of each run's curves, step by step, and their difference ``d = a - b``.
+
+    Returns ``{"a", "b"}`` (each run's mean over those steps), ``"diff"`` (mean of d),
+    ``"spread"`` (the standard deviation of d across those steps: how much the gap moves from
+    step to step), ``"within_noise"`` (``|diff| <= spread``) and ``"per_key"``
+    (``{key: (mean of a, mean of b)}``)."""
+    keys = list(keys)
+    if not keys:
+        raise ValueError("compare_runs needs at least one key")
+    n = min(len(a[keys[0]]), len(b[keys[0]]))
+    tail = max(1, min(int(tail), n))
+    ya = np.stack([np.asarray(a[k], dtype=float)[n - tail:n] for k in keys])
+    yb = np.stack([np.asarray(b[k], dtype=float)[n - tail:n] for k in keys])
+    d = ya.mean(0) - yb.mean(0)
+    diff, spread = float(d.mean()), float(d.std())
+    return {"a": float(ya.mean()), "b": float(yb.mean()), "diff": diff, "spread": spread, "tail": tail,
+            "within_noise": bool(abs(diff) <= spread),
+            "per_key": {k: (float(ya[i].mean()), float(yb[i].mean())) for i, k in enumerate(keys)}}
+
+
 # ---------------------------------------------------------------------------- triplets of held-out cells
 def heldout_triplets(stickers, n: int, seed: int = 0):
     """``n`` test triplets whose anchors are held-out cells (never trained on), with a

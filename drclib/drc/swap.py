@@ -134,7 +134,8 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
     - ``real target``: the true sticker of (style of A, emoji of B), the judges' ceiling;
     - ``tokenizer ceiling``: that sticker through the tokenizer (what any generated image can reach);
     - ``text prompt``: the LMM asked in words, "a sticker of <B's emoji> in <A's style> style";
-    - ``copy B``: the semantic image itself (full collapse to the reference).
+    - ``copy B``: the semantic image itself (full collapse to the reference);
+    - ``copy A``: the style image itself (the swap test's "copy the history": A's style, never B's emoji).
     """
     from drclib.backbone import sticker_caption
 
@@ -150,6 +151,48 @@ def swap_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, sticker
         imgs.append(tokenizer.decode(lmm.generate_images(prompts, greedy=True).to(tokenizer.device)).cpu())
     rows["text prompt"] = torch.cat(imgs)
     rows["copy B"] = stickers.batch(b, as_torch=True)
+    rows["copy A"] = stickers.batch(a, as_torch=True)
     return {k: swap_rates(*_predict(style_clf, emoji_clf, v), a, b) for k, v in rows.items()}
 
 
+
+
+@torch.no_grad()
+def swap_pipeline_rates(pipe, style_clf, emoji_clf, stickers, pairs: tuple[np.ndarray, np.ndarray], *,
+                        batch_size: int = 50) -> dict:
+    """The swap test for any personalization pipeline (:class:`drclib.pipeline.PersonalizationPipeline`,
+    e.g. the bare LMM ``load_baseline("lmm_star")``): A alone as the history, B as the reference,
+    greedy, one output per pair, alpha_m 0.5 if the pipeline has masks; :func:`swap_rates`."""
+    a, b = pairs
+    outs = []
+    for i in range(0, len(a), batch_size):
+        hist = [[x] for x in stickers.batch(a[i:i + batch_size], as_torch=True)]
+        ref = list(stickers.batch(b[i:i + batch_size], as_torch=True))
+        outs.append(pipe(hist, ref, alpha_m=0.5, greedy=True, seed=0, output_type="pt"))
+    return swap_rates(*_predict(style_clf, emoji_clf, torch.cat(outs)), a, b)
+
+
+@torch.no_grad()
+def stage1_reference_rows(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, triplets,
+                          batch_size: int = 100) -> dict:
+    """Calibration rows for redrawing the anchors of ``triplets`` (scored like
+    :func:`evaluate_stage1`'s ``combinations``, against the anchor's style and emoji):
+
+    - ``real anchor``: the anchor itself (the judges' own accuracy);
+    - ``text prompt``: the bare LMM asked in words for the anchor's cell;
+    - ``copy x_m``: the positive-semantic image (the anchor's emoji in another style: copying the content image);
+    - ``copy x_s``: the positive-style image (the anchor's style, another emoji: copying the style image).
+    """
+    from drclib.backbone import sticker_caption
+    from drclib.judges import classify_rates
+
+    t = triplets
+    rows = {"real anchor": stickers.batch(t.anchor, as_torch=True)}
+    imgs = []
+    for i in range(0, len(t.anchor), batch_size):
+        prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in t.anchor[i:i + batch_size]]
+        imgs.append(tokenizer.decode(lmm.generate_images(prompts, greedy=True).to(tokenizer.device)).cpu())
+    rows["text prompt"] = torch.cat(imgs)
+    rows["copy x_m"] = stickers.batch(t.pos_sem, as_torch=True)
+    rows["copy x_s"] = stickers.batch(t.pos_style, as_torch=True)
+    return {k: classify_rates(style_clf, emoji_clf, v, t.anchor[:, 0], t.anchor[:, 1]) for k, v in rows.items()}

@@ -25,6 +25,19 @@ from drclib.judges.classifier import StickerClassifier
 
 
 # =============================================================================== evaluation
+def rate_se(p: float, n: int) -> float:
+    """The standard error of a rate ``p`` measured on ``n`` independent samples,
+    ``sqrt(p (1 - p) / n)``: every rate the kit reports comes with it."""
+    if n <= 0:
+        raise ValueError(f"a rate needs at least one sample, got n = {n}")
+    return float(np.sqrt(max(p * (1 - p), 0.0) / n))
+
+
+def format_rate(p: float, n: int, digits: int = 3) -> str:
+    """``p`` with its standard error, as ``0.350 ± 0.034``."""
+    return f"{p:.{digits}f} ± {rate_se(p, n):.{digits}f}"
+
+
 def _rates(style_pred, emoji_top, style_labels, emoji_labels) -> dict[str, float]:
     out = {}
     if style_pred is not None:

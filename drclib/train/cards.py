@@ -6,8 +6,6 @@ how long, and what it scored; the per-stage cards are in the stage modules.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -47,7 +45,9 @@ def model_stickers(model):
 
 def pm(rate: float, n: int) -> str:
     """``"0.520 ± 0.029"``: a rate with its standard error ``sqrt(p (1 - p) / n)``."""
-    return f"{rate:.3f} ± {math.sqrt(max(rate * (1 - rate), 0.0) / max(n, 1)):.3f}"
+    from drclib.judges import format_rate
+
+    return format_rate(rate, max(int(n), 1))
 
 
 SWAP_COLUMNS = (("style_of_A", "style of A"), ("emoji_of_B", "emoji of B"), ("both", "both"),
