@@ -14,7 +14,9 @@ step by step; this package does the computing. Its folders follow the method, on
 - :mod:`drclib.drc`        the method: contrastive samples, towers, fusion, mask generator, the objectives
 - :mod:`drclib.pipeline`, :mod:`drclib.baselines`  generation from a history and a reference, every method
 - :mod:`drclib.evaluation` the paper's Table 2 on this data
-- :mod:`drclib.train`      every training loop, one module a stage
+- :mod:`drclib.train`      every training loop, one module a stage, and the quick reproduction
+- :mod:`drclib.figures`, :mod:`drclib.exercises`  the figures documents quote, read from their sources;
+  the notebooks' self-checks
 - :mod:`drclib.reproduce`, :mod:`drclib.notebooks`, :mod:`drclib.cli`, :mod:`drclib.widgets`,
   :mod:`drclib.viz`  ``make all``, papermill, the ``drc`` command, the app, the pictures
 """

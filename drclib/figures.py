@@ -35,6 +35,7 @@ SOURCES = {
     "scaling": "data/results/scaling_study/scaling_study.json",
     "recipes": "data/results/lmm_recipes.json",
     "mask_keep": "data/results/mask_keep.json",
+    "quick_seeds": "data/results/quick_seeds.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",

@@ -140,7 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--root", default=None,
                     help="read <root>/<variant> instead of data/checkpoints/stage1/<variant>")
     st.add_argument("--threads", type=int, default=0)
+    q = sub.add_parser("quick", help="the quick reproduction: DRC, w/o FusionNetwork and Pigeon from scratch on mini",
+                       description="Train DRC (stage 1), its w/o-FusionNetwork ablation and Pigeon from scratch on the "
+                       "quick profile's data with one seed, score them under the evaluation's protocol, check the "
+                       "paper's direction, write runs/quick-reproduction/seed<S>/quick_reproduction.json.")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--threads", type=int, default=0)
+    q.add_argument("--out", default=None)
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.what == "quick":
+        from drclib.train.quick import quick_command
+
+        return quick_command(args)
     if args.what == "stage2":
         return train_stage2_command(args)
     if args.what == "baseline":
