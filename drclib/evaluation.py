@@ -490,15 +490,13 @@ def paper_table(results: dict, split: str) -> str:
 
 def truth_table(results: dict, split: str) -> str:
     """The ground-truth columns for one split (markdown), every rate with its standard error."""
-    from drclib.judges import format_rate
+    from drclib.judges import rate_table
 
-    head = ["method", "style (user's)", "emoji top-1 (reference's)", "emoji top-5", "both",
-            "collapse: reference's style", "collapse: a history emoji"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, e in results["splits"].get(split, {}).items():
-        lines.append("| " + " | ".join([results["rows"].get(name, name)] +
-                                       [format_rate(e["ground_truth"][c], e["n"]) for c in TRUTH_COLUMNS]) + " |")
-    return "\n".join(lines)
+    titles = ["style (user's)", "emoji top-1 (reference's)", "emoji top-5", "both", "collapse: reference's style",
+              "collapse: a history emoji"]
+    rows = {results["rows"].get(name, name): {**e["ground_truth"], "n": e["n"]}
+            for name, e in results["splits"].get(split, {}).items()}
+    return rate_table(rows, list(zip(TRUTH_COLUMNS, titles)))
 
 
 def backend_table(results: dict) -> str:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from drclib.data.stickers import StickerSet
+from drclib.judges.metrics import rate_table  # noqa: F401  (the notebooks' rate tables, with standard errors)
 
 
 def caption(text: str) -> None:
@@ -210,6 +211,17 @@ def show_tokenization(originals, codes, reconstructions, titles: Sequence[str] |
     return fig
 
 
+def _curve(history: dict, key: str, x: str, smooth: int) -> tuple[np.ndarray, np.ndarray]:
+    """One training curve, ``history[key]`` against ``history[x]`` (or the step number), as a
+    moving average over ``smooth`` points."""
+    y = np.asarray(history[key], dtype=float)
+    xs = np.asarray(history.get(x, np.arange(1, len(y) + 1)), dtype=float)
+    if smooth > 1 and len(y) >= smooth:
+        y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+        xs = xs[smooth - 1:]
+    return xs, y
+
+
 def plot_curves(history: dict, keys: Sequence[str], *, x: str = "step", title: str | None = None,
                 logy: bool = False, smooth: int = 1):
     """Training curves: ``history[key]`` against ``history[x]`` for each key (moving average
@@ -220,11 +232,7 @@ def plot_curves(history: dict, keys: Sequence[str], *, x: str = "step", title: s
     for k in keys:
         if k not in history:
             raise KeyError(f"history has no {k!r}; it has {sorted(history)}")
-        y = np.asarray(history[k], dtype=float)
-        xs = np.asarray(history.get(x, np.arange(1, len(y) + 1)), dtype=float)
-        if smooth > 1 and len(y) >= smooth:
-            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
-            xs = xs[smooth - 1:]
+        xs, y = _curve(history, k, x, smooth)
         ax.plot(xs, y, label=k)
     ax.set_xlabel(x)
     if logy:
@@ -416,21 +424,6 @@ def plot_scaling_study(rows: Sequence[dict]):
     return fig
 
 
-def rate_table(rows: dict, columns: Sequence[tuple[str, str]], *, first: str = "method",
-               italic: Sequence[str] = ()) -> str:
-    """A markdown table of rates, each cell ``0.350 ± 0.034`` (standard error from the row's
-    ``n``): ``rows`` is ``{label: {column key: rate, ..., "n": samples}}``, ``columns`` a list of
-    ``(key, title)``. Labels in ``italic`` (calibration rows) are set in italics; a missing rate is n/a."""
-    from drclib.judges.metrics import format_rate
-
-    lines = [f"| {first} | " + " | ".join(t for _, t in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for label, r in rows.items():
-        cells = ["n/a" if r.get(k) is None else format_rate(r[k], r["n"]) for k, _ in columns]
-        name = f"*{label}*" if label in italic else str(label)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def plot_runs(runs: dict, keys: Sequence[str], *, labels: dict | None = None, title: str | None = None,
               smooth: int = 1, x: str = "step"):
     """Several training histories on ONE axes: one colour per key, one line style per run
@@ -444,11 +437,7 @@ def plot_runs(runs: dict, keys: Sequence[str], *, labels: dict | None = None, ti
         for c, k in enumerate(keys):
             if k not in history:
                 raise KeyError(f"run {run!r} has no {k!r}; it has {sorted(history)}")
-            y = np.asarray(history[k], dtype=float)
-            xs = np.asarray(history.get(x, np.arange(1, len(y) + 1)), dtype=float)
-            if smooth > 1 and len(y) >= smooth:
-                y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
-                xs = xs[smooth - 1:]
+            xs, y = _curve(history, k, x, smooth)
             name = (labels or {}).get(k, k)
             ax.plot(xs, y, styles[r % len(styles)], color=colours[c % len(colours)], lw=1.2, label=f"{run}: {name}")
     ax.set_xlabel(x)
