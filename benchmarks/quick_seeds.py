@@ -1,7 +1,7 @@
 """The quick reproduction over several seeds: the spread its CI test's margins come from.
 
-Runs ``python -m drclib.train quick --seed S`` for every seed (two at a time, one torch thread
-each, on the 2-core CPU), reads their JSON and prints, per row (DRC, w/o FusionNetwork,
+Runs ``python -m drclib.train quick --seed S --lanes 1`` for every seed (two seeds at a time, one
+torch thread each, on the 2-core CPU), reads their JSON and prints, per row (DRC, w/o FusionNetwork,
 Pigeon), the pooled "both" and collapse-to-the-reference rates of every seed, and the gaps the
 test checks (DRC - Pigeon and DRC - w/o FusionNetwork in "both", Pigeon - DRC in collapse):
 their smallest value, mean and standard deviation over seeds.
@@ -38,7 +38,7 @@ def run_seeds(seeds, runs: Path, parallel: int = 2) -> None:
         while todo and len(running) < parallel:
             s = todo.pop(0)
             log = open(runs / f"seed{s}.log", "w")
-            cmd = [sys.executable, "-m", "drclib.train", "quick", "--seed", str(s), "--threads", "1", "--quiet",
+            cmd = [sys.executable, "-m", "drclib.train", "quick", "--seed", str(s), "--threads", "1", "--lanes", "1", "--quiet",
                    "--out", str(runs / f"seed{s}")]
             running.append((s, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
             print(f"seed {s} started", flush=True)

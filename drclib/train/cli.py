@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--threads", type=int, default=0)
     q.add_argument("--out", default=None)
     q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.add_argument("--lanes", type=int, default=2,
+                   help="2 (default): DRC and w/o FusionNetwork in one process, Pigeon in another, one thread each; "
+                        "1: every row in this process")
+    q.add_argument("--rows", nargs="+", choices=["drc", "concat", "pigeon"], default=None,
+                   help="train and score only these rows (a lane, or a pilot; the direction needs all three)")
     args = p.parse_args(argv)
     if args.what == "quick":
         from drclib.train.quick import quick_command
