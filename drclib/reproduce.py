@@ -18,19 +18,29 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
   default folder there, for the training commands, the evaluation and the notebooks alike), so
   the shipped weights in ``data/checkpoints/`` are never overwritten and the shipped results in
   ``data/results/`` are not replaced.
+- **Two lanes** (the default, ``--lanes 2``): the parts are trained two at a time, each in its
+  own process with one torch thread (the 2-core CPU's two cores; never more threads than
+  cores), each part as soon as the parts it reads are trained (:attr:`Step.needs`), the one
+  with the longest chain of parts waiting on it first (:func:`plan`). Each command's output goes
+  to ``runs/<profile>/logs/<part>.log``. ``--plan`` prints the order and the expected minutes
+  from the cards' times without training; ``--lanes 1`` trains one part at a time, as the cards
+  were made.
 - **Resume**: every training command keeps its state under ``runs/<profile>/state/`` and
   continues from there if interrupted; the evaluation keeps finished (split, method)
   entries; so running the command again picks up where it stopped.
-- **Progress**: before each part, one line with the part, a bar over the whole run and an
-  estimate of the time left (:data:`EXPECTED_MINUTES`, the cards' times on the 2-core machine,
-  scaled by how fast this run has been so far); the training commands print their own bars
-  with steps/s (and tokens/s for the LMM) and their time left. At the end, a table of the time
+- **Progress**: one line with the part (in two lanes: the parts running, each with the last
+  progress line of its log: steps done, steps/s and its own time left, printed when a part
+  starts or ends and every minute), a bar over the whole run and an estimate of the time left
+  (:data:`EXPECTED_MINUTES`, the cards' times on the 2-core machine, scaled by how fast this
+  run has been so far; in two lanes, the :func:`plan` of what remains); the training commands
+  print their own bars with steps/s (and tokens/s for the LMM) and their time left. At the end, a table of the time
   of every part and the total (also in ``runs/<profile>/reproduce.json``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +63,8 @@ class Step:
     part_of: str | None = None
     """For an intermediate part of a chain of runs: the chain's final output; the part is not
     needed once that exists."""
+    needs: tuple = ()
+    """The names of the steps whose output this one reads (it starts after them)."""
 
     def done(self, root: Path) -> bool:
         """Whether the step has nothing to do: its output, or its chain's final output, exists."""
@@ -66,33 +78,42 @@ def training_steps(state: str, checkpoints: str = SHIPPED) -> list[Step]:
     the parts are written to and read from)."""
     t = [sys.executable, "-m", "drclib.train"]
     c = checkpoints.rstrip("/")
+    tok, judges = ("visual tokenizer",), ("style classifier", "emoji classifier")
     steps = [
         Step("visual tokenizer", f"{c}/tokenizer",
              [sys.executable, "-m", "drclib.backbone.tokenizer", "--epochs", "24", "--out", f"{c}/tokenizer"]),
         Step("style classifier", f"{c}/style_classifier",
              [sys.executable, "-m", "drclib.judges", "train", "--target", "style", "--epochs", "32",
-              "--with-reconstructions", "--out", f"{c}/style_classifier", "--quiet"]),
+              "--with-reconstructions", "--out", f"{c}/style_classifier", "--quiet"], needs=tok),
         Step("emoji classifier", f"{c}/emoji_classifier",
              [sys.executable, "-m", "drclib.judges", "train", "--target", "emoji", "--epochs", "28",
-              "--out", f"{c}/emoji_classifier", "--quiet"]),
+              "--out", f"{c}/emoji_classifier", "--quiet"], needs=tok),
         Step("tiny CLIP", f"{c}/tinyclip",
              [sys.executable, "-m", "drclib.backbone.tinyclip", "--epochs", "15", "--out", f"{c}/tinyclip"]),
         Step("semantic encoder", f"{c}/encoder",
-             [sys.executable, "-m", "drclib.backbone.encoder", "--steps", "3000", "--out", f"{c}/encoder"]),
+             [sys.executable, "-m", "drclib.backbone.encoder", "--steps", "3000", "--out", f"{c}/encoder"], needs=tok),
         Step("pocket LMM", f"{c}/lmm",
-             t + ["backbone", "--concepts", "core", "--state-dir", f"{state}/lmm", "--out", f"{c}/lmm"]),
+             t + ["backbone", "--concepts", "core", "--state-dir", f"{state}/lmm", "--out", f"{c}/lmm"],
+             needs=tok + judges),
     ]
     for v in ("drc", "uniform", "concat", "mlp"):
         steps.append(Step(f"stage 1, {v}", f"{c}/stage1/{v}",
-                          t + ["stage1", "--variant", v, "--state-dir", f"{state}/stage1_{v}", "--out", f"{c}/stage1/{v}"]))
+                          t + ["stage1", "--variant", v, "--state-dir", f"{state}/stage1_{v}", "--out", f"{c}/stage1/{v}"],
+                          needs=tok + judges + ("semantic encoder", "pocket LMM")))
+    after_stage1 = tok + judges + ("semantic encoder", "pocket LMM", "stage 1, drc")
+    after_lmm = tok + judges + ("pocket LMM",)
     steps += [
-        Step("stage 2, DRC", f"{c}/drc", t + ["stage2", "--state-dir", f"{state}/stage2_drc", "--out", f"{c}/drc"]),
+        Step("stage 2, DRC", f"{c}/drc", t + ["stage2", "--state-dir", f"{state}/stage2_drc", "--out", f"{c}/drc"],
+             needs=after_stage1),
         Step("stage 2, w/o Aug", f"{c}/drc_no_aug",
-             t + ["stage2", "--no-augment", "--state-dir", f"{state}/stage2_no_aug", "--out", f"{c}/drc_no_aug"]),
+             t + ["stage2", "--no-augment", "--state-dir", f"{state}/stage2_no_aug", "--out", f"{c}/drc_no_aug"],
+             needs=after_stage1),
         Step("baseline, Pigeon", f"{c}/pigeon",
-             t + ["baseline", "--method", "pigeon", "--state-dir", f"{state}/pigeon", "--out", f"{c}/pigeon"]),
+             t + ["baseline", "--method", "pigeon", "--state-dir", f"{state}/pigeon", "--out", f"{c}/pigeon"],
+             needs=after_lmm),
         Step("baseline, LMM-SFT", f"{c}/lmm_sft",
-             t + ["baseline", "--method", "lmm_sft", "--state-dir", f"{state}/lmm_sft", "--out", f"{c}/lmm_sft"]),
+             t + ["baseline", "--method", "lmm_sft", "--state-dir", f"{state}/lmm_sft", "--out", f"{c}/lmm_sft"],
+             needs=after_lmm),
     ]
     return steps
 
@@ -139,10 +160,221 @@ class Progress:
         return (f"[{i}/{len(self.parts)}] |{bar:<{self.width}}| {100 * frac:3.0f}% {part}  "
                 f"elapsed {_clock(time.perf_counter() - self.start)}, about {_clock(remaining * pace)} left")
 
+    def left_parallel(self, steps: list[Step], running: dict, lanes: int) -> float:
+        """Seconds left when the steps not yet finished run on ``lanes`` processes: the
+        :func:`plan` of what remains, scaled by how fast this run has been so far, plus the
+        parts after the training (evaluation, notebooks)."""
+        spent = sum(self.done.values())
+        pace = spent / self.expected_done if self.expected_done > 0 else 1.0
+        train = makespan(plan(steps, lanes, done={s.name for s in steps if s.name in self.done},
+                              running=running)) * 60
+        after = sum(self._expected(p) for p in self.parts if p not in self.done and p not in {s.name for s in steps})
+        return (train + after) * pace
+
+    def lanes_line(self, event: str, running: list[str], left: float) -> str:
+        """``[3/17 done] |#####...| 31% start pocket LMM; running: ...; elapsed 0:41:02, about 1:10:00 left``."""
+        total = sum(self._expected(p) for p in self.parts)
+        frac = sum(self._expected(p) for p in self.done) / total if total else 0.0
+        bar = "#" * int(round(frac * self.width))
+        what = "; ".join(x for x in (event, "running: " + ", ".join(running) if running else "") if x)
+        return (f"[{len(self.done)}/{len(self.parts)} done] |{bar:<{self.width}}| {100 * frac:3.0f}% {what}  "
+                f"elapsed {_clock(time.perf_counter() - self.start)}, about {_clock(left)} left")
+
     def finish(self, part: str, seconds: float, ran: bool = True) -> None:
         self.done[part] = seconds if ran else 0.0
         if ran:
             self.expected_done += self._expected(part)
+
+
+# ---------------------------------------------------------------------------------- two lanes
+def _priorities(steps: list[Step], expected: dict) -> dict[str, float]:
+    """Each step's critical path: its own expected minutes plus the longest chain of steps that
+    wait for it (the planner starts the ready step with the longest one first)."""
+    waiting = {s.name: [t.name for t in steps if s.name in t.needs] for s in steps}
+    memo: dict[str, float] = {}
+
+    def path(name: str) -> float:
+        if name not in memo:
+            memo[name] = expected.get(name, 1.0) + max((path(w) for w in waiting[name]), default=0.0)
+        return memo[name]
+
+    return {s.name: path(s.name) for s in steps}
+
+
+def check_needs(steps: list[Step]) -> None:
+    """Raise if a step needs one that is not in the plan, or the needs go round in a circle."""
+    names = {s.name for s in steps}
+    for s in steps:
+        missing = [n for n in s.needs if n not in names]
+        if missing:
+            raise ValueError(f"{s.name!r} needs {missing}, which the plan does not train")
+    done: set[str] = set()
+    left = list(steps)
+    while left:
+        ready = [s for s in left if set(s.needs) <= done]
+        if not ready:
+            raise ValueError(f"the needs of {[s.name for s in left]} go round in a circle")
+        done |= {s.name for s in ready}
+        left = [s for s in left if s.name not in done]
+
+
+def plan(steps: list[Step], lanes: int = 2, expected: dict | None = None, *, done: set | None = None,
+         running: dict | None = None) -> list[dict]:
+    """The order in which :func:`run_lanes` would train ``steps`` on ``lanes`` processes, with each
+    step taking its ``expected`` minutes (default :data:`EXPECTED_MINUTES`): whenever a lane is
+    free it starts, of the steps whose needs are done, the one with the longest critical path.
+    ``done``: names already finished; ``running``: ``{name: minutes it has run}`` for steps
+    already under way (they keep their lanes until their expected end). Returns
+    ``[{"name", "lane", "start", "end"}]`` in minutes from now, in start order."""
+    if lanes < 1:
+        raise ValueError(f"lanes must be at least 1, got {lanes}")
+    expected = EXPECTED_MINUTES if expected is None else expected
+    done, running = set(done or ()), dict(running or {})
+    check_needs(steps)
+    prio = _priorities(steps, expected)
+    free_at = [0.0] * lanes
+    finish: dict[str, float] = {n: 0.0 for n in done}
+    out = []
+    for i, (name, ran) in enumerate(running.items()):
+        end = max(expected.get(name, 1.0) - ran, 0.0)
+        free_at[i % lanes] = max(free_at[i % lanes], end)
+        finish[name] = end
+        out.append({"name": name, "lane": i % lanes, "start": 0.0, "end": end})
+    todo = [s for s in steps if s.name not in done and s.name not in running]
+    while todo:
+        lane = min(range(lanes), key=lambda i: free_at[i])
+        now = free_at[lane]
+        ready = [s for s in todo if all(n in finish and finish[n] <= now for n in s.needs)]
+        if not ready:           # wait for the next finish that unblocks something
+            later = [finish[n] for s in todo for n in s.needs if n in finish and finish[n] > now]
+            if not later:
+                raise ValueError(f"{[s.name for s in todo]} need steps that are not in the plan")
+            free_at[lane] = min(later)
+            continue
+        step = max(ready, key=lambda s: prio[s.name])
+        end = now + expected.get(step.name, 1.0)
+        finish[step.name] = end
+        free_at[lane] = end
+        out.append({"name": step.name, "lane": lane, "start": now, "end": end})
+        todo.remove(step)
+    return out
+
+
+def makespan(schedule: list[dict]) -> float:
+    """Minutes until the last step of a :func:`plan` ends."""
+    return max((p["end"] for p in schedule), default=0.0)
+
+
+def _last_status(log: Path, width: int = 90) -> str:
+    """The last progress line a training command wrote to its log (its tqdm bar without the
+    bar itself: done/total, elapsed<left, steps/s), cut to ``width`` characters."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 2000))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [x.strip() for x in tail.replace("\r", "\n").split("\n") if x.strip() and not x.startswith("$ ")]
+    if not lines:
+        return ""
+    line = re.sub(r"\|[^|]*\|", " ", lines[-1])      # a tqdm bar's glyphs: keep its numbers, rate and time left
+    return " ".join(line.split())[:width]
+
+
+def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, progress: "Progress | None" = None,
+              every: float = 60.0, poll: float = 2.0) -> tuple[dict, dict]:
+    """Train ``steps`` (those not already done) in ``lanes`` processes at once, one torch thread
+    each, each step as soon as its needs are done (in :func:`plan`'s order of priority). Each
+    command's output goes to ``logs/<step>.log``; every ``every`` seconds, and when a step starts
+    or ends, one line says what runs (with the last progress line of its log) and the time
+    left. A failed step stops new starts; the ones running are let finish, then it raises.
+    Returns ``({step: seconds}, {step: "trained" | "reused"})``."""
+    import os
+
+    check_needs(steps)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    times: dict[str, float] = {}
+    status: dict[str, str] = {}
+    for s in steps:
+        if s.done(root):
+            times[s.name], status[s.name] = 0.0, "reused"
+            if progress:
+                progress.finish(s.name, 0.0, ran=False)
+                print(f"      reused {s.output}", flush=True)
+    prio = _priorities(steps, EXPECTED_MINUTES)
+    todo = [s for s in steps if s.name not in status]
+    running: dict[str, tuple] = {}          # name -> (process, log file, start)
+    failed: list[str] = []
+    last_line = 0.0
+
+    def say(event: str = "") -> None:
+        if progress is None:
+            return
+        now = time.perf_counter()
+        parts = [f"{n} {_clock(now - t0)}" + (f" [{_last_status(logs / _log_name(n))}]" if _last_status(
+            logs / _log_name(n)) else "") for n, (_, _, t0) in running.items()]
+        left = progress.left_parallel(steps, {n: (now - t0) / 60 for n, (_, _, t0) in running.items()}, lanes)
+        print(progress.lanes_line(event, parts, left), flush=True)
+
+    while todo or running:
+        while not failed and len(running) < lanes:
+            ready = [s for s in todo if all(n in status for n in s.needs)]
+            if not ready:
+                break
+            step = max(ready, key=lambda s_: prio[s_.name])
+            todo.remove(step)
+            log = open(logs / _log_name(step.name), "w")
+            log.write("$ " + " ".join(step.args) + "\n")
+            log.flush()
+            proc = subprocess.Popen(step.args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[step.name] = (proc, log, time.perf_counter())
+            say(f"start {step.name}")
+        if not running:
+            if failed or todo:
+                break
+        time.sleep(poll)
+        for name in list(running):
+            proc, log, t0 = running[name]
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            sec = time.perf_counter() - t0
+            if proc.returncode == 0:
+                times[name], status[name] = sec, "trained"
+                if progress:
+                    progress.finish(name, sec)
+                say(f"done {name} in {_clock(sec)}")
+            else:
+                failed.append(f"{name} (exit {proc.returncode}; log {logs / _log_name(name)})")
+                say(f"FAILED {name}")
+        if running and time.perf_counter() - last_line >= every:
+            last_line = time.perf_counter()
+            say()
+    if failed or todo:
+        raise RuntimeError("training stopped: " + ("; ".join(failed) if failed else
+                                                   f"{[s.name for s in todo]} could not start"))
+    return times, status
+
+
+def _log_name(step: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in step).strip("_") + ".log"
+
+
+def plan_table(steps: list[Step], lanes: int = 2, expected: dict | None = None) -> str:
+    """A from-scratch run's :func:`plan` as a table (lane, start, end, part) with the total, and
+    the total one part at a time beside it, from the cards' times (:data:`EXPECTED_MINUTES`)."""
+    expected = EXPECTED_MINUTES if expected is None else expected
+    sched = plan(steps, lanes, expected)
+    after = sum(expected.get(p, 0.0) for p in ("evaluation", "notebooks"))
+    rows = ["| lane | start (min) | end (min) | part |", "|---|---|---|---|"]
+    rows += [f"| {p['lane'] + 1} | {p['start']:.1f} | {p['end']:.1f} | {p['name']} |" for p in sched]
+    serial = makespan(plan(steps, 1, expected))
+    rows.append(f"| | | **{makespan(sched):.1f}** | training in {lanes} lane(s); one at a time: {serial:.1f} |")
+    rows.append(f"| | | **{makespan(sched) + after:.1f}** | with the evaluation and the notebooks ({after:.1f}) |")
+    return "\n".join(rows)
 
 
 def time_table(record: dict) -> str:
@@ -156,7 +388,7 @@ def time_table(record: dict) -> str:
 
 
 def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool = True, train: bool = True,
-              device: str = "auto", seed: int = 0, from_scratch: bool = False) -> dict:
+              device: str = "auto", seed: int = 0, from_scratch: bool = False, lanes: int = 2) -> dict:
     """Run the whole kit (see the module docstring); returns ``{step: seconds}`` and the total."""
     import os
 
@@ -185,6 +417,18 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
     times["data check"] = time.perf_counter() - t0
     progress.finish("data check", times["data check"])
     print(f"      {stickers!r}: checksums verified", flush=True)
+    if steps and lanes > 1:
+        todo = [s for s in steps if not s.done(root)]
+        if todo:
+            done_names = {s.name for s in steps if s.done(root)}
+            print(f"      training {len(todo)} parts in {lanes} lanes (one torch thread each; logs in "
+                  f"runs/{profile}/logs/): about {_clock(60 * makespan(plan(steps, lanes, done=done_names)))} by "
+                  f"the cards' times, against {_clock(60 * makespan(plan(steps, 1, done=done_names)))} one at a "
+                  f"time", flush=True)
+        t, st = run_lanes(steps, root, runs / "logs", lanes, progress=progress)
+        times.update(t)
+        status.update(st)
+        steps = []
     for step in steps:
         print(progress.line(step.name), flush=True)
         if step.done(root):
@@ -243,11 +487,20 @@ def main(argv=None) -> int:
     p.add_argument("--from-scratch", action="store_true",
                    help="retrain every part into runs/<profile>/checkpoints/ (the shipped data/checkpoints/ and "
                         "data/results/ are never overwritten)")
+    p.add_argument("--lanes", type=int, choices=[1, 2], default=2,
+                   help="parts trained at once (2: two processes of one torch thread each, each part as soon as "
+                        "what it reads is trained; 1: one at a time with torch's threads)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the order and the expected time of a from-scratch run (the cards' times) and stop")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.plan:
+        print(plan_table(training_steps(f"runs/{args.profile}/state"), args.lanes))
+        return 0
     reproduce(args.profile, notebooks=not args.no_notebooks, evaluate=not args.no_evaluation,
-              train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch)
+              train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch,
+              lanes=args.lanes)
     return 0
 
 

@@ -231,3 +231,61 @@ def test_paper_columns_use_their_backends_when_present(setup, tiny_stickers):
     e = evaluation.score(ref, inputs, full)                         # Grd's outputs: the references
     assert e["semantic"]["CIS"] == pytest.approx(100, abs=1e-3) and e["semantic"]["DIS"] == 42.0
     assert e["style"]["LPIPS"] == 0.5 and e["FID"] == 7.0 and e["style"]["CS"] is not None
+
+
+def _fake_plan(fail=""):
+    """Four training commands (a, b; c after a; d after a and b) that each check that what they
+    need was written, sleep, then write their own config.json (``fail``: one that exits 3)."""
+    import sys
+
+    from drclib.reproduce import Step
+
+    needs = {"a": (), "b": (), "c": ("a",), "d": ("a", "b")}
+    steps = []
+    for n, ns in needs.items():
+        code = (f"import pathlib, sys, time; missing = [m for m in {list(ns)!r} "
+                f"if not pathlib.Path('ck', m, 'config.json').is_file()]; "
+                f"sys.exit('needs missing: ' + str(missing)) if missing else None; time.sleep(0.3); "
+                f"sys.exit(3) if {n == fail} else None; pathlib.Path('ck', {n!r}).mkdir(parents=True, exist_ok=True); "
+                f"pathlib.Path('ck', {n!r}, 'config.json').write_text('{{}}')")
+        steps.append(Step(n, f"ck/{n}", [sys.executable, "-c", code], needs=ns))
+    return steps, needs
+
+
+def test_reproduce_plan_respects_needs_and_uses_both_lanes():
+    from drclib.reproduce import Step, check_needs, makespan, plan
+
+    steps, needs = _fake_plan()
+    minutes = {"a": 10.0, "b": 2.0, "c": 5.0, "d": 1.0}
+    sched = plan(steps, 2, minutes)
+    at = {p["name"]: p for p in sched}
+    for name, ns in needs.items():
+        assert all(at[name]["start"] >= at[n]["end"] for n in ns), sched
+    assert makespan(sched) == pytest.approx(15.0) and makespan(plan(steps, 1, minutes)) == pytest.approx(18.0)
+    assert makespan(plan(steps, 2, minutes, done={"a"})) == pytest.approx(5.0)
+    assert makespan(plan(steps, 2, minutes, running={"a": 8.0})) == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="does not train"):
+        check_needs(steps + [Step("e", "ck/e", [], needs=("zzz",))])
+    with pytest.raises(ValueError, match="circle"):
+        plan([Step("x", "x", [], needs=("y",)), Step("y", "y", [], needs=("x",))])
+    real = training_steps("runs/full/state", "runs/full/checkpoints")
+    check_needs(real)       # every part's needs are parts of the kit
+    assert makespan(plan(real, 2)) < makespan(plan(real, 1))
+
+
+def test_run_lanes_trains_in_order_and_stops_on_a_failure(tmp_path):
+    from drclib.reproduce import Progress, run_lanes
+
+    steps, _ = _fake_plan()
+    times, status = run_lanes(steps, tmp_path, tmp_path / "logs", 2, progress=Progress([s.name for s in steps]),
+                              poll=0.05)
+    assert status == {n: "trained" for n in "abcd"} and all(t > 0 for t in times.values())
+    assert all((tmp_path / "ck" / n / "config.json").is_file() for n in "abcd")
+    (tmp_path / "ck" / "c" / "config.json").unlink()
+    times, status = run_lanes(steps, tmp_path, tmp_path / "logs", 2, poll=0.05)   # only what is missing runs
+    assert status["c"] == "trained" and status["a"] == status["d"] == "reused"
+    root = tmp_path / "fail"
+    steps, _ = _fake_plan(fail="a")
+    with pytest.raises(RuntimeError, match="a \\(exit 3"):
+        run_lanes(steps, root, root / "logs", 2, poll=0.05)
+    assert (root / "ck" / "b").exists() and not (root / "ck" / "c").exists() and not (root / "ck" / "d").exists()
