@@ -36,6 +36,8 @@ SOURCES = {
     "recipes": "data/results/lmm_recipes.json",
     "mask_keep": "data/results/mask_keep.json",
     "quick_seeds": "data/results/quick_seeds.json",
+    "quick_lanes": "data/results/quick_lanes_seed0.json",
+    "speed": "data/results/speed.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",
@@ -123,9 +125,14 @@ def figure(key: str, fmt: str | None = None, root: str | Path | None = None) -> 
 
 def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     """A generated table: ``eval-truth`` / ``eval-paper`` (argument: the split) of the shipped
-    evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run."""
+    evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run; ``plan``
+    (argument: lanes) the from-scratch schedule of :func:`drclib.reproduce.plan_table`."""
     from drclib import evaluation
 
+    if name == "plan":      # make all's from-scratch schedule (argument: lanes), from the cards' minutes
+        from drclib.reproduce import plan_table, training_steps
+
+        return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
     source, _, kind = name.rpartition("-")
     if source not in ("eval", "eval_sweep") or kind not in ("truth", "paper"):
         raise KeyError(f"unknown table {name!r}: use eval-truth, eval-paper, eval_sweep-truth or eval_sweep-paper")

@@ -129,6 +129,13 @@ EXPECTED_MINUTES = {
 estimate of the time left, scaled by how this run compares so far."""
 
 
+TWO_THREADS = 1.7
+"""How much faster a part trains with the CPU's two threads than with one (``make all``'s plan
+uses it; :data:`EXPECTED_MINUTES` are one-thread minutes): ``benchmarks/speed.py`` measures
+it per part (``second_thread`` in data/results/speed.json: 1.4x to 1.7x for LMM pretraining,
+stage 1 and stage 2 over two runs; 2.0x once for the LMM)."""
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
@@ -201,6 +208,32 @@ def _priorities(steps: list[Step], expected: dict) -> dict[str, float]:
     return {s.name: path(s.name) for s in steps}
 
 
+def _waiting(steps: list[Step]) -> dict[str, set]:
+    """Each step's dependants: the steps that need it, directly or through others."""
+    direct = {s.name: {t.name for t in steps if s.name in t.needs} for s in steps}
+    out: dict[str, set] = {}
+
+    def close(name: str) -> set:
+        if name not in out:
+            out[name] = set(direct[name]).union(*(close(w) for w in direct[name])) if direct[name] else set()
+        return out[name]
+
+    for s in steps:
+        close(s.name)
+    return out
+
+
+def runs_alone(step: Step, todo: list[Step], expected: dict, waiting: dict, two_threads: float = None) -> bool:
+    """Whether ``step`` should take both threads and run alone: the work that could run beside
+    it (the steps left that do not wait for it) is less than the minutes a second thread saves
+    it, so a second lane would mostly idle (the tokenizer at the start: only the tiny CLIP
+    could run beside it)."""
+    two_threads = TWO_THREADS if two_threads is None else two_threads
+    own = expected.get(step.name, 1.0)
+    beside = sum(expected.get(t.name, 1.0) for t in todo if t is not step and t.name not in waiting[step.name])
+    return beside < own - own / two_threads
+
+
 def check_needs(steps: list[Step]) -> None:
     """Raise if a step needs one that is not in the plan, or the needs go round in a circle."""
     names = {s.name for s in steps}
@@ -219,19 +252,20 @@ def check_needs(steps: list[Step]) -> None:
 
 
 def plan(steps: list[Step], lanes: int = 2, expected: dict | None = None, *, done: set | None = None,
-         running: dict | None = None) -> list[dict]:
+         running: dict | None = None, two_threads: float = TWO_THREADS) -> list[dict]:
     """The order in which :func:`run_lanes` would train ``steps`` on ``lanes`` processes, with each
     step taking its ``expected`` minutes (default :data:`EXPECTED_MINUTES`): whenever a lane is
     free it starts, of the steps whose needs are done, the one with the longest critical path.
     ``done``: names already finished; ``running``: ``{name: minutes it has run}`` for steps
     already under way (they keep their lanes until their expected end). Returns
-    ``[{"name", "lane", "start", "end"}]`` in minutes from now, in start order."""
-    if lanes < 1:
-        raise ValueError(f"lanes must be at least 1, got {lanes}")
+    ``[{"name", "lane", "start", "end", "threads"}]`` in minutes from now, in start order."""
+    if lanes not in (1, 2):
+        raise ValueError(f"lanes must be 1 or 2 (the CPU's cores), got {lanes}")
     expected = EXPECTED_MINUTES if expected is None else expected
     done, running = set(done or ()), dict(running or {})
     check_needs(steps)
     prio = _priorities(steps, expected)
+    waiting = _waiting(steps)
     free_at = [0.0] * lanes
     finish: dict[str, float] = {n: 0.0 for n in done}
     out = []
@@ -239,7 +273,7 @@ def plan(steps: list[Step], lanes: int = 2, expected: dict | None = None, *, don
         end = max(expected.get(name, 1.0) - ran, 0.0)
         free_at[i % lanes] = max(free_at[i % lanes], end)
         finish[name] = end
-        out.append({"name": name, "lane": i % lanes, "start": 0.0, "end": end})
+        out.append({"name": name, "lane": i % lanes, "start": 0.0, "end": end, "threads": 1})
     todo = [s for s in steps if s.name not in done and s.name not in running]
     while todo:
         lane = min(range(lanes), key=lambda i: free_at[i])
@@ -252,10 +286,15 @@ def plan(steps: list[Step], lanes: int = 2, expected: dict | None = None, *, don
             free_at[lane] = min(later)
             continue
         step = max(ready, key=lambda s: prio[s.name])
-        end = now + expected.get(step.name, 1.0)
+        # alone (one lane, or nothing much could run beside it now): both threads
+        solo = lanes == 1 or (all(f <= now for f in free_at) and runs_alone(step, todo, expected, waiting, two_threads))
+        end = now + expected.get(step.name, 1.0) / (two_threads if solo else 1.0)
         finish[step.name] = end
-        free_at[lane] = end
-        out.append({"name": step.name, "lane": lane, "start": now, "end": end})
+        if solo:
+            free_at = [end] * lanes
+        else:
+            free_at[lane] = end
+        out.append({"name": step.name, "lane": lane, "start": now, "end": end, "threads": 2 if solo else 1})
         todo.remove(step)
     return out
 
@@ -285,7 +324,8 @@ def _last_status(log: Path, width: int = 90) -> str:
 def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, progress: "Progress | None" = None,
               every: float = 60.0, poll: float = 2.0) -> tuple[dict, dict]:
     """Train ``steps`` (those not already done) in ``lanes`` processes at once, one torch thread
-    each, each step as soon as its needs are done (in :func:`plan`'s order of priority). Each
+    each, each step as soon as its needs are done (in :func:`plan`'s order of priority); a step
+    that is the only one able to run gets both threads and runs alone. Each
     command's output goes to ``logs/<step>.log``; every ``every`` seconds, and when a step starts
     or ends, one line says what runs (with the last progress line of its log) and the time
     left. A failed step stops new starts; the ones running are let finish, then it raises.
@@ -304,6 +344,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
                 progress.finish(s.name, 0.0, ran=False)
                 print(f"      reused {s.output}", flush=True)
     prio = _priorities(steps, EXPECTED_MINUTES)
+    waiting = _waiting(steps)
     todo = [s for s in steps if s.name not in status]
     running: dict[str, tuple] = {}          # name -> (process, log file, start)
     failed: list[str] = []
@@ -318,19 +359,23 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
         left = progress.left_parallel(steps, {n: (now - t0) / 60 for n, (_, _, t0) in running.items()}, lanes)
         print(progress.lanes_line(event, parts, left), flush=True)
 
+    solo = False                            # a part running alone with both threads holds both lanes
     while todo or running:
-        while not failed and len(running) < lanes:
+        while not failed and not solo and len(running) < lanes:
             ready = [s for s in todo if all(n in status for n in s.needs)]
             if not ready:
                 break
             step = max(ready, key=lambda s_: prio[s_.name])
             todo.remove(step)
+            solo = not running and runs_alone(step, todo + [step], EXPECTED_MINUTES, waiting)
+            threads = "2" if solo else "1"
             log = open(logs / _log_name(step.name), "w")
-            log.write("$ " + " ".join(step.args) + "\n")
+            log.write("$ " + " ".join(step.args) + f"  (torch threads: {threads})\n")
             log.flush()
-            proc = subprocess.Popen(step.args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(step.args, cwd=root, env=dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads),
+                                    stdout=log, stderr=subprocess.STDOUT)
             running[step.name] = (proc, log, time.perf_counter())
-            say(f"start {step.name}")
+            say(f"start {step.name}" + (" (alone: two threads)" if solo else ""))
         if not running:
             if failed or todo:
                 break
@@ -341,6 +386,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
                 continue
             log.close()
             del running[name]
+            solo = solo and bool(running)
             sec = time.perf_counter() - t0
             if proc.returncode == 0:
                 times[name], status[name] = sec, "trained"
@@ -369,11 +415,13 @@ def plan_table(steps: list[Step], lanes: int = 2, expected: dict | None = None) 
     expected = EXPECTED_MINUTES if expected is None else expected
     sched = plan(steps, lanes, expected)
     after = sum(expected.get(p, 0.0) for p in ("evaluation", "notebooks"))
-    rows = ["| lane | start (min) | end (min) | part |", "|---|---|---|---|"]
-    rows += [f"| {p['lane'] + 1} | {p['start']:.1f} | {p['end']:.1f} | {p['name']} |" for p in sched]
+    rows = ["| lane | threads | start (min) | end (min) | part |", "|---|---|---|---|---|"]
+    rows += [f"| {'both' if p['threads'] == 2 and lanes > 1 else p['lane'] + 1} | {p['threads']} | {p['start']:.1f} | "
+             f"{p['end']:.1f} | {p['name']} |" for p in sched]
     serial = makespan(plan(steps, 1, expected))
-    rows.append(f"| | | **{makespan(sched):.1f}** | training in {lanes} lane(s); one at a time: {serial:.1f} |")
-    rows.append(f"| | | **{makespan(sched) + after:.1f}** | with the evaluation and the notebooks ({after:.1f}) |")
+    rows.append(f"| | | | **{makespan(sched):.1f}** | training in {lanes} lane(s); one part at a time with two "
+                f"threads: {serial:.1f}; with one thread (the cards' sum): {sum(expected.get(s.name, 1.0) for s in steps):.1f} |")
+    rows.append(f"| | | | **{makespan(sched) + after:.1f}** | with the evaluation and the notebooks ({after:.1f}) |")
     return "\n".join(rows)
 
 

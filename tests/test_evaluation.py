@@ -257,13 +257,19 @@ def test_reproduce_plan_respects_needs_and_uses_both_lanes():
 
     steps, needs = _fake_plan()
     minutes = {"a": 10.0, "b": 2.0, "c": 5.0, "d": 1.0}
-    sched = plan(steps, 2, minutes)
+    sched = plan(steps, 2, minutes, two_threads=1.0)
     at = {p["name"]: p for p in sched}
     for name, ns in needs.items():
         assert all(at[name]["start"] >= at[n]["end"] for n in ns), sched
-    assert makespan(sched) == pytest.approx(15.0) and makespan(plan(steps, 1, minutes)) == pytest.approx(18.0)
-    assert makespan(plan(steps, 2, minutes, done={"a"})) == pytest.approx(5.0)
-    assert makespan(plan(steps, 2, minutes, running={"a": 8.0})) == pytest.approx(7.0)
+    assert makespan(sched) == pytest.approx(15.0)
+    assert makespan(plan(steps, 1, minutes, two_threads=1.0)) == pytest.approx(18.0)
+    assert makespan(plan(steps, 1, minutes, two_threads=2.0)) == pytest.approx(9.0)     # one at a time, both threads
+    # a runs alone with both threads (only b, 2 min, could run beside its 10); c and b, then d, share the lanes
+    fast = {p["name"]: p for p in plan(steps, 2, minutes, two_threads=2.0)}
+    assert fast["a"]["threads"] == 2 and fast["a"]["end"] == pytest.approx(5.0)
+    assert fast["b"]["threads"] == fast["c"]["threads"] == 1 and fast["b"]["start"] == pytest.approx(5.0)
+    assert makespan(plan(steps, 2, minutes, done={"a"}, two_threads=1.0)) == pytest.approx(5.0)
+    assert makespan(plan(steps, 2, minutes, running={"a": 8.0}, two_threads=1.0)) == pytest.approx(7.0)
     with pytest.raises(ValueError, match="does not train"):
         check_needs(steps + [Step("e", "ck/e", [], needs=("zzz",))])
     with pytest.raises(ValueError, match="circle"):
@@ -271,6 +277,7 @@ def test_reproduce_plan_respects_needs_and_uses_both_lanes():
     real = training_steps("runs/full/state", "runs/full/checkpoints")
     check_needs(real)       # every part's needs are parts of the kit
     assert makespan(plan(real, 2)) < makespan(plan(real, 1))
+    assert plan(real, 2)[0]["name"] == "visual tokenizer" and plan(real, 2)[0]["threads"] == 2
 
 
 def test_run_lanes_trains_in_order_and_stops_on_a_failure(tmp_path):
