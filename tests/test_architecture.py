@@ -11,9 +11,11 @@ import drclib
 ROOT = Path(drclib.__file__).parent
 MAX_LINES = 800
 LAYERS = ["paths", "runtime", "config", "io", "checkpoint", "data", "backbone", "judges", "drc",
-          "pipeline", "baselines", "evaluation", "train", "figures", "exercises", "notebooks", "viz", "widgets", "reproduce", "cli"]
+          "pipeline", "baselines", "evaluation", "train", "exercises", "notebooks", "viz", "widgets", "reproduce", "figures",
+          "cli"]
 """The top-level parts, lowest first: a part may import from parts to its left only (and
-``notebooks`` / ``viz`` sit beside the top, for the pictures and papermill)."""
+``notebooks`` / ``viz`` sit beside the top, for the pictures and papermill; ``figures`` quotes
+every part's results, ``make all``'s plan among them, so it sits above ``reproduce``)."""
 
 
 def _module_name(path: Path) -> str:
