@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,7 +30,9 @@ GAPS = {"both_vs_pigeon": ("drc", "pigeon", "both", +1), "both_vs_concat": ("drc
 
 
 def run_seeds(seeds, runs: Path, parallel: int = 2) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    from drclib.runtime import thread_env
+
+    env = thread_env(1)
     todo = [s for s in seeds if not (runs / f"seed{s}" / "quick_reproduction.json").is_file()]
     running = []
     while todo or running:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -52,7 +51,6 @@ def _steps_per_s(train, steps: int) -> float:
 
 def worker(part: str, steps: int, compile_: bool = False) -> float:
     """The rate of one training part in this process (torch's threads as set by the caller)."""
-    import torch
 
     from drclib.backbone import PocketLMM, default_checkpoint_dir, sticker_codes
     from drclib.backbone import tokenizer as tok_mod
@@ -112,7 +110,9 @@ def worker(part: str, steps: int, compile_: bool = False) -> float:
 
 
 def _spawn(part: str, threads: int, compile_: bool = False) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    from drclib.runtime import thread_env
+
+    env = thread_env(threads)
     cmd = [sys.executable, __file__, "--worker", part, "--threads", str(threads)] + ["--compile"] * compile_
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 

@@ -133,7 +133,7 @@ TWO_THREADS = 1.7
 """How much faster a part trains with the CPU's two threads than with one (``make all``'s plan
 uses it; :data:`EXPECTED_MINUTES` are one-thread minutes): ``benchmarks/speed.py`` measures
 it per part (``second_thread`` in data/results/speed.json: 1.4x to 1.7x for LMM pretraining,
-stage 1 and stage 2 over two runs; 2.0x once for the LMM)."""
+stage 1 and stage 2)."""
 
 
 def _clock(seconds: float) -> str:
@@ -330,11 +330,10 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
     or ends, one line says what runs (with the last progress line of its log) and the time
     left. A failed step stops new starts; the ones running are let finish, then it raises.
     Returns ``({step: seconds}, {step: "trained" | "reused"})``."""
-    import os
+    from drclib.runtime import thread_env
 
     check_needs(steps)
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     times: dict[str, float] = {}
     status: dict[str, str] = {}
     for s in steps:
@@ -354,8 +353,10 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
         if progress is None:
             return
         now = time.perf_counter()
-        parts = [f"{n} {_clock(now - t0)}" + (f" [{_last_status(logs / _log_name(n))}]" if _last_status(
-            logs / _log_name(n)) else "") for n, (_, _, t0) in running.items()]
+        parts = []
+        for n, (_, _, t0) in running.items():
+            last = _last_status(logs / _log_name(n))
+            parts.append(f"{n} {_clock(now - t0)}" + (f" [{last}]" if last else ""))
         left = progress.left_parallel(steps, {n: (now - t0) / 60 for n, (_, _, t0) in running.items()}, lanes)
         print(progress.lanes_line(event, parts, left), flush=True)
 
@@ -368,11 +369,11 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
             step = max(ready, key=lambda s_: prio[s_.name])
             todo.remove(step)
             solo = not running and runs_alone(step, todo + [step], EXPECTED_MINUTES, waiting)
-            threads = "2" if solo else "1"
+            threads = 2 if solo else 1
             log = open(logs / _log_name(step.name), "w")
             log.write("$ " + " ".join(step.args) + f"  (torch threads: {threads})\n")
             log.flush()
-            proc = subprocess.Popen(step.args, cwd=root, env=dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads),
+            proc = subprocess.Popen(step.args, cwd=root, env=thread_env(threads),
                                     stdout=log, stderr=subprocess.STDOUT)
             running[step.name] = (proc, log, time.perf_counter())
             say(f"start {step.name}" + (" (alone: two threads)" if solo else ""))

@@ -210,20 +210,20 @@ def quick_reproduction_lanes(seed: int = 0, out: str | Path | None = None, *, la
     (``lanes``: the rows of each process; the default uses both cores of the 2-core CPU). Each
     lane writes its part under ``out/lane<i>/``; the merged result goes to
     ``out/quick_reproduction.json``. Raises if a lane fails (its log is ``out/lane<i>.log``)."""
-    import os
     import subprocess
     import sys
     import tempfile
 
     from drclib.io import write_json
     from drclib.paths import repo_root
+    from drclib.runtime import thread_env
 
     flat = [r for lane in lanes for r in lane]
     if sorted(flat) != sorted(ROWS):
         raise ValueError(f"the lanes must train every row of {ROWS} once, got {lanes}")
     base = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="quick-reproduction-"))
     base.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = thread_env(1)
     t0 = time.perf_counter()
     procs = []
     for i, lane in enumerate(lanes):
