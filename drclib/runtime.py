@@ -112,6 +112,4 @@ def thread_env(threads: int) -> dict:
     """The environment for a child process that should use ``threads`` torch threads (OpenMP and
     MKL read it at start-up): two such processes of one thread each use the 2-core CPU's cores
     without oversubscribing them."""
-    import os
-
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

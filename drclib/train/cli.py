@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--threads", type=int, default=0)
     q.add_argument("--out", default=None)
     q.add_argument("--quiet", action="store_true", help="no progress bars")
-    q.add_argument("--lanes", type=int, default=2,
+    q.add_argument("--lanes", type=int, choices=[1, 2], default=2,
                    help="2 (default): DRC and w/o FusionNetwork in one process, Pigeon in another, one thread each; "
                         "1: every row in this process")
     q.add_argument("--rows", nargs="+", choices=["drc", "concat", "pigeon"], default=None,
