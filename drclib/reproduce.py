@@ -72,10 +72,13 @@ class Step:
                    for out in (self.output, self.part_of) if out)
 
 
-def training_steps(state: str, checkpoints: str = SHIPPED) -> list[Step]:
+def training_steps(state: str, checkpoints: str = SHIPPED, recipe: str = "card") -> list[Step]:
     """Every trained part of the kit with the recipe its card records (paths relative to the
     repository; ``state`` is the folder for resumable training state, ``checkpoints`` the one
-    the parts are written to and read from)."""
+    the parts are written to and read from). ``recipe="lab"`` shortens each command as
+    :data:`LAB_RECIPE` says (the one-hour lab retrain)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
     t = [sys.executable, "-m", "drclib.train"]
     c = checkpoints.rstrip("/")
     tok, judges = ("visual tokenizer",), ("style classifier", "emoji classifier")
@@ -115,7 +118,67 @@ def training_steps(state: str, checkpoints: str = SHIPPED) -> list[Step]:
              t + ["baseline", "--method", "lmm_sft", "--state-dir", f"{state}/lmm_sft", "--out", f"{c}/lmm_sft"],
              needs=after_lmm),
     ]
+    if recipe == "lab":
+        steps = [Step(s.name, s.output, _override(s.args, LAB_RECIPE.get(s.name, {})), s.part_of, s.needs)
+                 for s in steps]
     return steps
+
+
+RECIPES = ("card", "lab")
+
+LAB_RECIPE = {
+    "visual tokenizer": {"--epochs": "5"},
+    "style classifier": {"--epochs": "12"},
+    "emoji classifier": {"--epochs": "12"},
+    "tiny CLIP": {"--epochs": "6"},
+    "semantic encoder": {"--steps": "800"},
+    "pocket LMM": {"--steps": "800"},
+    "stage 1, drc": {"--steps": "150"},
+    "stage 1, uniform": {"--steps": "150"},
+    "stage 1, concat": {"--steps": "150"},
+    "stage 1, mlp": {"--steps": "150"},
+    "stage 2, DRC": {"--steps": "100"},
+    "stage 2, w/o Aug": {"--steps": "100"},
+    "baseline, Pigeon": {"--steps": "120", "--lr": "3e-3"},
+    "baseline, LMM-SFT": {"--steps": "120", "--lr": "3e-3"},
+}
+"""The lab recipe (``make all PROFILE=full FROM_SCRATCH=1 RECIPE=lab``): every part's card
+recipe with fewer epochs or steps (and, for the two LoRA baselines, the quick profile's higher
+learning rate, at which 120 steps take the reference in), sized so that the whole retrain and
+its evaluation fit one lab session on the 2-core CPU. Each command's learning-rate schedule is
+laid over its own steps. RESULTS section 7 compares what it trains with the cards."""
+
+CARD_SIZE = {"visual tokenizer": ("--epochs", 24), "style classifier": ("--epochs", 32),
+             "emoji classifier": ("--epochs", 28), "tiny CLIP": ("--epochs", 15),
+             "semantic encoder": ("--steps", 3000), "pocket LMM": ("--steps", 1200),
+             "stage 1, drc": ("--steps", 300), "stage 1, uniform": ("--steps", 300),
+             "stage 1, concat": ("--steps", 300), "stage 1, mlp": ("--steps", 300),
+             "stage 2, DRC": ("--steps", 200), "stage 2, w/o Aug": ("--steps", 200),
+             "baseline, Pigeon": ("--steps", 400), "baseline, LMM-SFT": ("--steps", 400)}
+"""The size of each card's recipe (epochs or steps), which :func:`expected_minutes` scales the
+cards' minutes by."""
+
+
+def _override(args: list, flags: dict) -> list:
+    """``args`` with each ``--flag value`` of ``flags`` replaced (or appended when absent)."""
+    out = list(args)
+    for flag, value in flags.items():
+        if flag in out:
+            out[out.index(flag) + 1] = str(value)
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def expected_minutes(recipe: str = "card") -> dict:
+    """One-thread minutes each part is expected to take: :data:`EXPECTED_MINUTES` (the cards),
+    scaled for the lab recipe by its epochs or steps against the card's."""
+    out = dict(EXPECTED_MINUTES)
+    if recipe == "lab":
+        for name, (flag, size) in CARD_SIZE.items():
+            if flag in LAB_RECIPE.get(name, {}):
+                out[name] = EXPECTED_MINUTES[name] * float(LAB_RECIPE[name][flag]) / size
+    return out
 
 
 EXPECTED_MINUTES = {
@@ -146,14 +209,15 @@ class Progress:
     """The overall progress of ``make all``: which part runs, a bar over the whole run (weighted
     by :data:`EXPECTED_MINUTES`) and an estimate of the time left."""
 
-    def __init__(self, parts: list[str], width: int = 24):
+    def __init__(self, parts: list[str], width: int = 24, expected: dict | None = None):
         self.parts, self.width = parts, width
+        self.expected = EXPECTED_MINUTES if expected is None else expected
         self.start = time.perf_counter()
         self.done: dict[str, float] = {}       # part -> seconds it took (0 when reused)
         self.expected_done = 0.0               # expected seconds of the parts that ran
 
     def _expected(self, part: str) -> float:
-        return 60.0 * EXPECTED_MINUTES.get(part, 1.0)
+        return 60.0 * self.expected.get(part, 1.0)
 
     def line(self, part: str) -> str:
         """``[i/n] |####....| 37% part  elapsed 0:41:02, about 1:10:00 left``."""
@@ -173,7 +237,7 @@ class Progress:
         parts after the training (evaluation, notebooks)."""
         spent = sum(self.done.values())
         pace = spent / self.expected_done if self.expected_done > 0 else 1.0
-        train = makespan(plan(steps, lanes, done={s.name for s in steps if s.name in self.done},
+        train = makespan(plan(steps, lanes, self.expected, done={s.name for s in steps if s.name in self.done},
                               running=running)) * 60
         after = sum(self._expected(p) for p in self.parts if p not in self.done and p not in {s.name for s in steps})
         return (train + after) * pace
@@ -322,7 +386,7 @@ def _last_status(log: Path, width: int = 90) -> str:
 
 
 def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, progress: "Progress | None" = None,
-              every: float = 60.0, poll: float = 2.0) -> tuple[dict, dict]:
+              every: float = 60.0, poll: float = 2.0, expected: dict | None = None) -> tuple[dict, dict]:
     """Train ``steps`` (those not already done) in ``lanes`` processes at once, one torch thread
     each, each step as soon as its needs are done (in :func:`plan`'s order of priority); a step
     that is the only one able to run gets both threads and runs alone. Each
@@ -342,7 +406,8 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
             if progress:
                 progress.finish(s.name, 0.0, ran=False)
                 print(f"      reused {s.output}", flush=True)
-    prio = _priorities(steps, EXPECTED_MINUTES)
+    expected = EXPECTED_MINUTES if expected is None else expected
+    prio = _priorities(steps, expected)
     waiting = _waiting(steps)
     todo = [s for s in steps if s.name not in status]
     running: dict[str, tuple] = {}          # name -> (process, log file, start)
@@ -368,7 +433,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
                 break
             step = max(ready, key=lambda s_: prio[s_.name])
             todo.remove(step)
-            solo = not running and runs_alone(step, todo + [step], EXPECTED_MINUTES, waiting)
+            solo = not running and runs_alone(step, todo + [step], expected, waiting)
             threads = 2 if solo else 1
             log = open(logs / _log_name(step.name), "w")
             log.write("$ " + " ".join(step.args) + f"  (torch threads: {threads})\n")
@@ -427,24 +492,33 @@ def plan_table(steps: list[Step], lanes: int = 2, expected: dict | None = None) 
 
 
 def time_table(record: dict) -> str:
-    """The per-part time table of a run (markdown), with the expected minutes beside."""
-    rows = ["| part | status | minutes | expected (cards) |", "|---|---|---|---|"]
+    """The per-part time table of a run (markdown), with the expected one-thread minutes beside."""
+    expected = expected_minutes(record.get("recipe", "card"))
+    rows = ["| part | status | minutes | expected (one thread) |", "|---|---|---|---|"]
     for part, sec in record["seconds"].items():
         rows.append(f"| {part} | {record['status'].get(part, 'ran')} | {sec / 60:.1f} | "
-                    f"{EXPECTED_MINUTES.get(part, float('nan')):.1f} |")
+                    f"{expected.get(part, float('nan')):.1f} |")
     rows.append(f"| **total** | | **{record['total_seconds'] / 60:.1f}** | |")
     return "\n".join(rows)
 
 
 def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool = True, train: bool = True,
-              device: str = "auto", seed: int = 0, from_scratch: bool = False, lanes: int = 2) -> dict:
-    """Run the whole kit (see the module docstring); returns ``{step: seconds}`` and the total."""
+              device: str = "auto", seed: int = 0, from_scratch: bool = False, lanes: int = 2,
+              recipe: str = "card") -> dict:
+    """Run the whole kit (see the module docstring); returns ``{step: seconds}`` and the total.
+    ``recipe="lab"`` (only from scratch) trains with :data:`LAB_RECIPE` into ``runs/<profile>-lab/``."""
     import os
 
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if recipe != "card" and not from_scratch:
+        raise ValueError(f"the {recipe} recipe trains from scratch only (add --from-scratch): it would otherwise "
+                         f"fill missing parts of {SHIPPED}/ with weights that differ from their cards")
     root = repo_root()
-    runs = root / "runs" / profile
+    name = profile if recipe == "card" else f"{profile}-{recipe}"
+    runs = root / "runs" / name
     runs.mkdir(parents=True, exist_ok=True)
-    checkpoints = f"runs/{profile}/checkpoints" if from_scratch else SHIPPED
+    checkpoints = f"runs/{name}/checkpoints" if from_scratch else SHIPPED
     if from_scratch:
         os.environ[CHECKPOINTS_ENV] = str(root / checkpoints)   # read by every default folder, here and in children
         print(f"from scratch: every part is trained into {checkpoints}/ (the shipped {SHIPPED}/ is not touched)",
@@ -456,9 +530,10 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
     times: dict[str, float] = {}
     status: dict[str, str] = {}
     start = time.perf_counter()
-    steps = training_steps(f"runs/{profile}/state", checkpoints) if train else []
+    steps = training_steps(f"runs/{name}/state", checkpoints, recipe) if train else []
+    expected = expected_minutes(recipe)
     parts = ["data check"] + [s.name for s in steps] + ["evaluation"] * int(evaluate) + ["notebooks"] * int(notebooks)
-    progress = Progress(parts)
+    progress = Progress(parts, expected=expected)
 
     print(progress.line("data check"), flush=True)
     t0 = time.perf_counter()
@@ -471,10 +546,10 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         if todo:
             done_names = {s.name for s in steps if s.done(root)}
             print(f"      training {len(todo)} parts in {lanes} lanes (one torch thread each; logs in "
-                  f"runs/{profile}/logs/): about {_clock(60 * makespan(plan(steps, lanes, done=done_names)))} by "
-                  f"the cards' times, against {_clock(60 * makespan(plan(steps, 1, done=done_names)))} one at a "
-                  f"time", flush=True)
-        t, st = run_lanes(steps, root, runs / "logs", lanes, progress=progress)
+                  f"runs/{name}/logs/): about {_clock(60 * makespan(plan(steps, lanes, expected, done=done_names)))} "
+                  f"by the cards' times, against {_clock(60 * makespan(plan(steps, 1, expected, done=done_names)))} "
+                  f"one at a time", flush=True)
+        t, st = run_lanes(steps, root, runs / "logs", lanes, progress=progress, expected=expected)
         times.update(t)
         status.update(st)
         steps = []
@@ -512,7 +587,7 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         times["notebooks"] = time.perf_counter() - t0
         progress.finish("notebooks", times["notebooks"])
     total = time.perf_counter() - start
-    record = {"profile": profile, "from_scratch": from_scratch, "checkpoints": checkpoints,
+    record = {"profile": profile, "recipe": recipe, "from_scratch": from_scratch, "checkpoints": checkpoints,
               "seconds": {k: round(v, 1) for k, v in times.items()}, "status": status,
               "total_seconds": round(total, 1)}
     (runs / "reproduce.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -541,15 +616,19 @@ def main(argv=None) -> int:
                         "what it reads is trained; 1: one at a time with torch's threads)")
     p.add_argument("--plan", action="store_true",
                    help="print the order and the expected time of a from-scratch run (the cards' times) and stop")
+    p.add_argument("--recipe", choices=RECIPES, default="card",
+                   help="card: every part as its card records; lab: the shortened recipes of LAB_RECIPE (one lab "
+                        "session; only with --from-scratch, into runs/<profile>-lab/)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.plan:
-        print(plan_table(training_steps(f"runs/{args.profile}/state"), args.lanes))
+        print(plan_table(training_steps(f"runs/{args.profile}/state", recipe=args.recipe), args.lanes,
+                         expected_minutes(args.recipe)))
         return 0
     reproduce(args.profile, notebooks=not args.no_notebooks, evaluate=not args.no_evaluation,
               train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch,
-              lanes=args.lanes)
+              lanes=args.lanes, recipe=args.recipe)
     return 0
 
 
