@@ -38,6 +38,7 @@ SOURCES = {
     "quick_seeds": "data/results/quick_seeds.json",
     "quick_lanes": "data/results/quick_lanes_seed0.json",
     "speed": "data/results/speed.json",
+    "lab": "data/results/lab_recipe.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",
@@ -126,13 +127,25 @@ def figure(key: str, fmt: str | None = None, root: str | Path | None = None) -> 
 def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     """A generated table: ``eval-truth`` / ``eval-paper`` (argument: the split) of the shipped
     evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run; ``plan``
-    (argument: lanes) the from-scratch schedule of :func:`drclib.reproduce.plan_table`."""
+    (argument: lanes) the from-scratch schedule of :func:`drclib.reproduce.plan_table`; ``lab``
+    (argument: ``times``, ``parts`` or ``judged``) the lab retrain against the cards."""
     from drclib import evaluation
 
     if name == "plan":      # make all's from-scratch schedule (argument: lanes), from the cards' minutes
         from drclib.reproduce import plan_table, training_steps
 
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
+    if name == "lab":       # the lab retrain against the cards (argument: times, parts or judged)
+        from drclib.reproduce import CARD_METRICS, comparison_table, retrain_time_table
+
+        record = _load("lab", str(root or repo_root()))
+        card_parts = tuple(dict.fromkeys(m[0] for m in CARD_METRICS))
+        if arg == "times":
+            return retrain_time_table(record)
+        if arg in ("parts", "judged"):
+            judged = tuple(dict.fromkeys(e["part"] for e in record["compared"] if e["part"] not in card_parts))
+            return comparison_table(record, card_parts if arg == "parts" else judged)
+        raise KeyError(f"table 'lab': argument must be times, parts or judged, got {arg!r}")
     source, _, kind = name.rpartition("-")
     if source not in ("eval", "eval_sweep") or kind not in ("truth", "paper"):
         raise KeyError(f"unknown table {name!r}: use eval-truth, eval-paper, eval_sweep-truth or eval_sweep-paper")

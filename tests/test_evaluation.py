@@ -179,13 +179,41 @@ def test_progress_line_and_time_table():
     assert first.startswith("[1/3]") and "0%" in first and "data check" in first
     left = sum(EXPECTED_MINUTES[p] for p in ("data check", "pocket LMM", "evaluation")) * 60
     assert _seconds(first.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(left, abs=2)
-    pr.finish("data check", 6.0 * 2)      # twice as slow as expected: the estimate doubles
+    pr.finish("data check", 60.0)         # ten times its 6 s: too short a part to set the pace
     second = pr.line("pocket LMM")
     assert second.startswith("[2/3]") and "pocket LMM" in second
-    rest = (EXPECTED_MINUTES["pocket LMM"] + EXPECTED_MINUTES["evaluation"]) * 60 * 2
+    rest = (EXPECTED_MINUTES["pocket LMM"] + EXPECTED_MINUTES["evaluation"]) * 60
     assert _seconds(second.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(rest, abs=2)
+    pr.finish("pocket LMM", EXPECTED_MINUTES["pocket LMM"] * 60 * 2)     # twice as slow: the estimate doubles
+    assert pr.pace == pytest.approx(2.0)
+    third = pr.line("evaluation")
+    assert _seconds(third.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(
+        EXPECTED_MINUTES["evaluation"] * 60 * 2, abs=2)
     table = time_table({"seconds": {"pocket LMM": 600.0}, "status": {"pocket LMM": "trained"}, "total_seconds": 660.0})
     assert "| pocket LMM | trained | 10.0 | 18.2 |" in table and "**11.0**" in table
+    lab = time_table({"recipe": "lab", "seconds": {"pocket LMM": 600.0}, "status": {}, "total_seconds": 600.0})
+    assert "| pocket LMM | ran | 10.0 | 12.1 |" in lab          # 800 of the card's 1,200 steps
+
+
+def test_lab_recipe_shortens_every_part_and_only_trains_from_scratch(tmp_path):
+    from drclib.reproduce import (CARD_SIZE, LAB_RECIPE, expected_minutes, makespan, plan, reproduce,
+                                  training_steps)
+
+    card = {s.name: s for s in training_steps("st", "ck")}
+    lab = {s.name: s for s in training_steps("st", "ck", "lab")}
+    assert set(lab) == set(card) == set(LAB_RECIPE) == set(CARD_SIZE)
+    for name, (flag, size) in CARD_SIZE.items():
+        assert card[name].args[card[name].args.index(flag) + 1] == str(size) if flag in card[name].args else True
+        assert float(lab[name].args[lab[name].args.index(flag) + 1]) < size, name
+        assert lab[name].needs == card[name].needs and lab[name].output == card[name].output
+        assert len(lab[name].args) - len(card[name].args) in (0, 2, 4)    # flags replaced, or added once
+    minutes = expected_minutes("lab")
+    assert all(minutes[n] < expected_minutes()[n] for n in LAB_RECIPE)
+    assert makespan(plan(list(lab.values()), 2, minutes)) < 0.5 * makespan(plan(list(card.values()), 2))
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        training_steps("st", "ck", "fast")
+    with pytest.raises(ValueError, match="from scratch only"):
+        reproduce("quick", recipe="lab", notebooks=False, evaluate=False, train=False)
 
 
 def _seconds(clock: str) -> float:
@@ -296,3 +324,85 @@ def test_run_lanes_trains_in_order_and_stops_on_a_failure(tmp_path):
     with pytest.raises(RuntimeError, match="a \\(exit 3"):
         run_lanes(steps, root, root / "logs", 2, poll=0.05)
     assert (root / "ck" / "b").exists() and not (root / "ck" / "c").exists() and not (root / "ck" / "d").exists()
+
+
+def _fake_cards(root, scale):
+    """Cards with every figure of CARD_METRICS (values ``scale`` times a base), as a retrain writes."""
+    import json
+
+    from drclib.reproduce import CARD_METRICS
+
+    for part, folder, key, what, n_key in CARD_METRICS:
+        path = root / folder / "config.json"
+        card = json.loads(path.read_text()) if path.is_file() else {"extra": {}}
+        for k, v in ((key, 0.5 * scale if not key.endswith("psnr") else 24.0 * scale), (n_key, 400),
+                     (key + "_std" if key.endswith("psnr") else None, 4.0)):
+            if k is None:
+                continue
+            d = card["extra"]
+            *head, last = k.split(".")
+            for h in head:
+                d = d.setdefault(h, {})
+            d[last] = v
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(card))
+
+
+def test_compare_with_cards_flags_what_moved_beyond_noise(tmp_path):
+    from drclib.reproduce import CARD_METRICS, comparison_table, compare_with_cards
+
+    _fake_cards(tmp_path / "shipped", 1.0)
+    _fake_cards(tmp_path / "same", 1.0)
+    _fake_cards(tmp_path / "worse", 0.8)
+    same = compare_with_cards(tmp_path / "same", tmp_path / "shipped")
+    assert len(same) == len(CARD_METRICS) and all(e["diff"] == 0 for e in same)
+    assert all(e["within_noise"] for e in same if e["se_diff"] is not None)
+    worse = compare_with_cards(tmp_path / "worse", tmp_path / "shipped")
+    rate = next(e for e in worse if e["key"] == "heldout.acc")
+    # 0.5 -> 0.4 on 400 each: SE of the difference sqrt(2 * 0.25 / 400) ~ 0.035 (the retrain's 0.4: ~0.0348)
+    assert rate["diff"] == pytest.approx(-0.1) and rate["within_noise"] is False
+    psnr = next(e for e in worse if e["key"].endswith("psnr"))
+    assert psnr["se_diff"] == pytest.approx((2 * 16 / 400) ** 0.5) and psnr["within_noise"] is False
+    table = comparison_table({"compared": worse}, ("visual tokenizer",))
+    assert "| visual tokenizer | PSNR on held-out cells (dB) | 24.000 | 19.200 | -4.800 ± 0.283 | **no** |" in table
+    assert "style classifier" not in table
+    with pytest.raises(FileNotFoundError):
+        compare_with_cards(tmp_path / "missing", tmp_path / "shipped")
+
+
+def test_yardstick_root_takes_the_shipped_judges(tmp_path):
+    from drclib.reproduce import YARDSTICK, yardstick_root
+
+    run, ship = tmp_path / "run", tmp_path / "ship"
+    for base in (run, ship):
+        for name in YARDSTICK + ("lmm", "tokenizer"):
+            (base / name).mkdir(parents=True)
+            (base / name / "config.json").write_text(str(base))
+    mixed = yardstick_root(run, tmp_path / "mixed", ship)
+    for name in YARDSTICK:
+        assert (mixed / name / "config.json").read_text() == str(ship)
+    for name in ("lmm", "tokenizer"):
+        assert (mixed / name / "config.json").read_text() == str(run)
+    assert yardstick_root(run, tmp_path / "mixed", ship) == mixed          # again: links replaced, no error
+    (ship / "tinyclip" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="restore it from git"):
+        yardstick_root(run, tmp_path / "mixed2", ship)
+
+
+def test_compare_judged_and_time_table():
+    from drclib.reproduce import COMPARED_METRICS, compare_judged, retrain_time_table
+
+    lmm = {c: {"emoji_top1": 0.9, "both": 0.8, "n": 300} for c in ("train_cells", "heldout_cells")}
+    gt = {m: 0.5 for m in COMPARED_METRICS}
+    ev = {"splits": {s: {"drc": {"ground_truth": gt, "n": 100}, "pigeon": {"ground_truth": gt, "n": 100}}
+                     for s in ("sample", "heldout")}}
+    moved = {"splits": {s: {"drc": {"ground_truth": dict(gt, both=0.2), "n": 100}} for s in ("sample", "heldout")}}
+    out = compare_judged({"lmm": lmm, "evaluation": moved}, lmm, ev)
+    assert [e["part"] for e in out].count("pocket LMM") == 4 and all(e["within_noise"] for e in out[:4])
+    assert not any(e["part"] == "pigeon" for e in out)                     # a row the retrain lacks is left out
+    both = [e for e in out if e["part"] == "drc" and e["key"].endswith(".both")]
+    assert len(both) == 2 and all(e["within_noise"] is False and e["diff"] == pytest.approx(-0.3) for e in both)
+    table = retrain_time_table({"minutes": {"pocket LMM": 9.5, "evaluation": 7.0}, "card_minutes": {"pocket LMM": 18.2,
+                                "evaluation": 6.5}, "training_minutes": 50.0, "evaluation_minutes": 7.0,
+                                "total_minutes": 70.0})
+    assert "| pocket LMM | 9.5 | 18.2 |" in table and "| **training and evaluation** | **57.0** | |" in table
