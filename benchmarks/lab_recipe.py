@@ -7,9 +7,9 @@ Reads the run's time table (``runs/full-lab/reproduce.json``) and compares what 
 the shipped cards, under one yardstick:
 
 - the parts that need no judge (tokenizer, the two judges themselves, tiny CLIP, semantic
-  encoder) by the figures on their cards (``drclib.reproduce.compare_with_cards``);
+  encoder) by the figures on their cards (``drclib.yardstick.compare_with_cards``);
 - everything from the pocket LMM on by the **shipped** judges and tiny CLIP
-  (``drclib.reproduce.yardstick_evaluation``): the LMM's text-to-image on its card's cells, and
+  (``drclib.yardstick.yardstick_evaluation``): the LMM's text-to-image on its card's cells, and
   every method row of section 5's evaluation (DRC, its ablations, the stage-1 variants, the
   trained baselines) on both splits. The retrain's own evaluation (``07_evaluation``, scored by
   its own judges) is what ``make all`` reports; this one changes only who judges.
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     import torch
 
     from drclib import reproduce as rp
+    from drclib import yardstick as ys
     from drclib.io import atomic_path
     from drclib.runtime import describe_machine, pick_device
 
@@ -50,11 +51,11 @@ def main(argv=None) -> int:
     if not record.get("from_scratch"):
         raise SystemExit(f"{run / 'reproduce.json'} is not a from-scratch run: nothing to compare")
     t0 = time.perf_counter()
-    compared = rp.compare_with_cards(run / "checkpoints")
-    judged = rp.yardstick_evaluation(run, record.get("profile", "full"))
+    compared = ys.compare_with_cards(run / "checkpoints")
+    judged = ys.yardstick_evaluation(run, record.get("profile", "full"))
     shipped_lmm = json.loads((ROOT / rp.SHIPPED / "lmm" / "config.json").read_text())["extra"]["evaluation"]
     shipped_eval = json.loads((ROOT / "data/results/evaluation_full/evaluation.json").read_text())
-    compared += rp.compare_judged(judged, shipped_lmm, shipped_eval)
+    compared += ys.compare_judged(judged, shipped_lmm, shipped_eval)
 
     seconds = record["seconds"]
     training = [s.name for s in rp.training_steps("st", "ck", record.get("recipe", "card"))]
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     dest = ROOT / args.out
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(out, indent=1) + "\n")
-    print(rp.comparison_table(out))
+    print(ys.comparison_table(out))
     print(f"within two standard errors: {out['within_noise']['yes']}, outside: {out['within_noise']['no']}; "
           f"run total {out['total_minutes']} min -> {dest}")
     return 0

@@ -136,7 +136,7 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
 
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
     if name == "lab":       # the lab retrain against the cards (argument: times, parts or judged)
-        from drclib.reproduce import CARD_METRICS, comparison_table, retrain_time_table
+        from drclib.yardstick import CARD_METRICS, comparison_table, retrain_time_table
 
         record = _load("lab", str(root or repo_root()))
         card_parts = tuple(dict.fromkeys(m[0] for m in CARD_METRICS))
@@ -144,7 +144,8 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
             return retrain_time_table(record)
         if arg in ("parts", "judged"):
             judged = tuple(dict.fromkeys(e["part"] for e in record["compared"] if e["part"] not in card_parts))
-            return comparison_table(record, card_parts if arg == "parts" else judged)
+            return comparison_table(record, card_parts) if arg == "parts" else \
+                comparison_table(record, judged, ("both", "collapse_reference"))
         raise KeyError(f"table 'lab': argument must be times, parts or judged, got {arg!r}")
     source, _, kind = name.rpartition("-")
     if source not in ("eval", "eval_sweep") or kind not in ("truth", "paper"):

@@ -11,11 +11,13 @@ import drclib
 ROOT = Path(drclib.__file__).parent
 MAX_LINES = 800
 LAYERS = ["paths", "runtime", "config", "io", "checkpoint", "data", "backbone", "judges", "drc",
-          "pipeline", "baselines", "evaluation", "train", "exercises", "notebooks", "viz", "widgets", "reproduce", "figures",
+          "pipeline", "baselines", "evaluation", "train", "exercises", "notebooks", "viz", "widgets", "reproduce", "yardstick",
+          "figures",
           "cli"]
 """The top-level parts, lowest first: a part may import from parts to its left only (and
 ``notebooks`` / ``viz`` sit beside the top, for the pictures and papermill; ``figures`` quotes
-every part's results, ``make all``'s plan among them, so it sits above ``reproduce``)."""
+every part's results, ``make all``'s plan and the lab retrain's comparison among them, so it sits
+above ``reproduce`` and ``yardstick``, which scores a retrain with the shipped judges)."""
 
 
 def _module_name(path: Path) -> str:

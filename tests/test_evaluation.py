@@ -330,7 +330,7 @@ def _fake_cards(root, scale):
     """Cards with every figure of CARD_METRICS (values ``scale`` times a base), as a retrain writes."""
     import json
 
-    from drclib.reproduce import CARD_METRICS
+    from drclib.yardstick import CARD_METRICS
 
     for part, folder, key, what, n_key in CARD_METRICS:
         path = root / folder / "config.json"
@@ -349,7 +349,7 @@ def _fake_cards(root, scale):
 
 
 def test_compare_with_cards_flags_what_moved_beyond_noise(tmp_path):
-    from drclib.reproduce import CARD_METRICS, comparison_table, compare_with_cards
+    from drclib.yardstick import CARD_METRICS, comparison_table, compare_with_cards
 
     _fake_cards(tmp_path / "shipped", 1.0)
     _fake_cards(tmp_path / "same", 1.0)
@@ -371,7 +371,7 @@ def test_compare_with_cards_flags_what_moved_beyond_noise(tmp_path):
 
 
 def test_yardstick_root_takes_the_shipped_judges(tmp_path):
-    from drclib.reproduce import YARDSTICK, yardstick_root
+    from drclib.yardstick import YARDSTICK, yardstick_root
 
     run, ship = tmp_path / "run", tmp_path / "ship"
     for base in (run, ship):
@@ -390,7 +390,7 @@ def test_yardstick_root_takes_the_shipped_judges(tmp_path):
 
 
 def test_compare_judged_and_time_table():
-    from drclib.reproduce import COMPARED_METRICS, compare_judged, retrain_time_table
+    from drclib.yardstick import COMPARED_METRICS, compare_judged, retrain_time_table
 
     lmm = {c: {"emoji_top1": 0.9, "both": 0.8, "n": 300} for c in ("train_cells", "heldout_cells")}
     gt = {m: 0.5 for m in COMPARED_METRICS}
@@ -402,6 +402,10 @@ def test_compare_judged_and_time_table():
     assert not any(e["part"] == "pigeon" for e in out)                     # a row the retrain lacks is left out
     both = [e for e in out if e["part"] == "drc" and e["key"].endswith(".both")]
     assert len(both) == 2 and all(e["within_noise"] is False and e["diff"] == pytest.approx(-0.3) for e in both)
+    from drclib.yardstick import comparison_table
+
+    only = comparison_table({"compared": out}, ("drc",), ("both",))
+    assert only.count("| drc |") == 2 and "collapse_reference" not in only and "pocket LMM" not in only
     table = retrain_time_table({"minutes": {"pocket LMM": 9.5, "evaluation": 7.0}, "card_minutes": {"pocket LMM": 18.2,
                                 "evaluation": 6.5}, "training_minutes": 50.0, "evaluation_minutes": 7.0,
                                 "total_minutes": 70.0})
