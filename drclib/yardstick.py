@@ -60,7 +60,10 @@ def _dig(d: dict, key: str):
 
 
 def _rate_se(p: float, n: float | None) -> float | None:
-    return None if not n else (p * (1 - p) / n) ** 0.5
+    """:func:`drclib.judges.rate_se`, or ``None`` where a figure has no sample count."""
+    from drclib.judges import rate_se
+
+    return None if not n else rate_se(p, n)
 
 
 def _entry(what: str, shipped: float, retrained: float, se_a: float | None, se_b: float | None) -> dict:
