@@ -1,9 +1,11 @@
 # drc-kit: the two commands README promises.
-#   make all   [PROFILE=quick|full] [FROM_SCRATCH=1 [RECIPE=lab]]
+#   make all   [PROFILE=quick|full] [FROM_SCRATCH=1 [RECIPE=lab] [PRETRAINED=paper]]
 #                                    set up .venv if absent, then regenerate everything: data check, any
 #                                    missing checkpoint trained (resumable), evaluation, every notebook;
 #                                    FROM_SCRATCH=1 retrains every part into runs/<profile>/checkpoints/;
-#                                    RECIPE=lab with it: the shortened lab recipes, into runs/<profile>-lab/
+#                                    RECIPE=lab with it: the shortened lab recipes, into runs/<profile>-lab/;
+#                                    PRETRAINED=paper with it: tokenizer, judges and tiny CLIP copied from
+#                                    the shipped kit (the parts the paper does not train), into ...-pretrained/
 #   make test                        set up .venv if absent, then run the test suite
 # Other targets: notebooks (the notebooks alone), evaluation, setup, data (rebuild data/stickers_32px.npz from npm), browser-deps (Debian's
 # chromium + chromedriver for the browser test; needs root), browser-test, clean.
@@ -15,11 +17,12 @@ PROFILE ?= quick
 RUNS   ?= runs/$(PROFILE)
 FROM_SCRATCH ?=
 RECIPE ?= card
+PRETRAINED ?=
 
 .PHONY: all notebooks evaluation test setup data clean browser-deps browser-test
 
 all: setup
-	$(PY) -m drclib.reproduce --profile $(PROFILE) $(if $(FROM_SCRATCH),--from-scratch) --recipe $(RECIPE)
+	$(PY) -m drclib.reproduce --profile $(PROFILE) $(if $(FROM_SCRATCH),--from-scratch) --recipe $(RECIPE) $(if $(PRETRAINED),--pretrained "$(PRETRAINED)")
 
 # The stamp is remade when pyproject.toml changes, so a new dependency is picked up.
 $(VENV)/.drc-installed: pyproject.toml

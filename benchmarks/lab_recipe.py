@@ -3,6 +3,9 @@
     make all PROFILE=full FROM_SCRATCH=1 RECIPE=lab        # the retrain (writes runs/full-lab/)
     python benchmarks/lab_recipe.py --run runs/full-lab     # ~10 min; writes data/results/lab_recipe.json
 
+    make all PROFILE=full FROM_SCRATCH=1 RECIPE=lab PRETRAINED=paper   # tokenizer, judges, tiny CLIP shipped
+    python benchmarks/lab_recipe.py --run runs/full-lab-pretrained --out data/results/lab_pretrained.json
+
 Reads the run's time table (``runs/full-lab/reproduce.json``) and compares what it trained with
 the shipped cards, under one yardstick:
 
@@ -51,7 +54,8 @@ def main(argv=None) -> int:
     if not record.get("from_scratch"):
         raise SystemExit(f"{run / 'reproduce.json'} is not a from-scratch run: nothing to compare")
     t0 = time.perf_counter()
-    compared = ys.compare_with_cards(run / "checkpoints")
+    compared = [e for e in ys.compare_with_cards(run / "checkpoints")    # a copied part equals its card
+                if e["part"] not in record.get("pretrained", [])]
     judged = ys.yardstick_evaluation(run, record.get("profile", "full"))
     shipped_lmm = json.loads((ROOT / rp.SHIPPED / "lmm" / "config.json").read_text())["extra"]["evaluation"]
     shipped_eval = json.loads((ROOT / "data/results/evaluation_full/evaluation.json").read_text())
@@ -62,7 +66,9 @@ def main(argv=None) -> int:
     expected = rp.expected_minutes(record.get("recipe", "card"))
     out = {
         "command": "python benchmarks/lab_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "run_command": "make all PROFILE=full FROM_SCRATCH=1 RECIPE=" + record.get("recipe", "card"),
+        "run_command": "make all PROFILE=full FROM_SCRATCH=1 RECIPE=" + record.get("recipe", "card")
+                       + (" PRETRAINED=paper" if record.get("pretrained") else ""),
+        "pretrained": record.get("pretrained", []),
         "machine": describe_machine(),
         "recipe": record.get("recipe", "card"),
         "lab_recipe": rp.LAB_RECIPE,

@@ -39,6 +39,7 @@ SOURCES = {
     "quick_lanes": "data/results/quick_lanes_seed0.json",
     "speed": "data/results/speed.json",
     "lab": "data/results/lab_recipe.json",
+    "lab_pretrained": "data/results/lab_pretrained.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",
@@ -128,17 +129,18 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     """A generated table: ``eval-truth`` / ``eval-paper`` (argument: the split) of the shipped
     evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run; ``plan``
     (argument: lanes) the from-scratch schedule of :func:`drclib.reproduce.plan_table`; ``lab``
-    (argument: ``times``, ``parts`` or ``judged``) the lab retrain against the cards."""
+    (argument: ``times``, ``parts`` or ``judged``) the lab retrain against the cards, and
+    ``lab_pretrained`` (same arguments) the lab retrain with the paper's pretrained parts."""
     from drclib import evaluation
 
     if name == "plan":      # make all's from-scratch schedule (argument: lanes), from the cards' minutes
         from drclib.reproduce import plan_table, training_steps
 
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
-    if name == "lab":       # the lab retrain against the cards (argument: times, parts or judged)
+    if name in ("lab", "lab_pretrained"):   # a lab retrain against the cards (argument: times, parts or judged)
         from drclib.yardstick import CARD_METRICS, comparison_table, retrain_time_table
 
-        record = _load("lab", str(root or repo_root()))
+        record = _load(name, str(root or repo_root()))
         card_parts = tuple(dict.fromkeys(m[0] for m in CARD_METRICS))
         if arg == "times":
             return retrain_time_table(record)
@@ -146,7 +148,7 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
             judged = tuple(dict.fromkeys(e["part"] for e in record["compared"] if e["part"] not in card_parts))
             return comparison_table(record, card_parts) if arg == "parts" else \
                 comparison_table(record, judged, ("both", "collapse_reference"))
-        raise KeyError(f"table 'lab': argument must be times, parts or judged, got {arg!r}")
+        raise KeyError(f"table {name!r}: argument must be times, parts or judged, got {arg!r}")
     source, _, kind = name.rpartition("-")
     if source not in ("eval", "eval_sweep") or kind not in ("truth", "paper"):
         raise KeyError(f"unknown table {name!r}: use eval-truth, eval-paper, eval_sweep-truth or eval_sweep-paper")

@@ -18,6 +18,10 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
   default folder there, for the training commands, the evaluation and the notebooks alike), so
   the shipped weights in ``data/checkpoints/`` are never overwritten and the shipped results in
   ``data/results/`` are not replaced.
+- **Pretrained parts** (``--pretrained paper``, ``make all ... FROM_SCRATCH=1 PRETRAINED=paper``):
+  a from-scratch run that copies the parts the paper does not train (:data:`GIVEN`: the visual
+  tokenizer, which LaVIT provides pretrained, and the scorers) from the shipped kit and retrains
+  everything DRC itself trains, into ``runs/<profile>[-<recipe>]-pretrained/``.
 - **Two lanes** (the default, ``--lanes 2``): the parts are trained two at a time, each in its
   own process with one torch thread (the 2-core CPU's two cores; never more threads than
   cores), each part as soon as the parts it reads are trained (:attr:`Step.needs`), the one
@@ -125,6 +129,55 @@ def training_steps(state: str, checkpoints: str = SHIPPED, recipe: str = "card")
 
 
 RECIPES = ("card", "lab")
+
+GIVEN = ("visual tokenizer", "style classifier", "emoji classifier", "tiny CLIP")
+"""The parts the paper does not train: LaVIT's visual tokenizer comes pretrained, and the
+scorers (the style and emoji judges, tiny CLIP: the kit's stand-ins for the paper's CLIP,
+DINO and classifiers) only measure. ``--pretrained paper`` (``make all ... PRETRAINED=paper``)
+copies them from the shipped kit into a from-scratch run and retrains the rest, which is the
+DRC paper's own division of labour (and saves the tokenizer's hour on the 2-core CPU)."""
+
+
+def pretrained_parts(spec: str | tuple | list | None) -> tuple:
+    """The part names of ``--pretrained``: ``"paper"`` (:data:`GIVEN`), a comma-separated list of
+    part names (as :func:`training_steps` names them), or nothing."""
+    if not spec:
+        return ()
+    names = [x.strip() for x in spec.split(",")] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for n in names:
+        for part in (GIVEN if n == "paper" else (n,)):
+            if part not in EXPECTED_MINUTES or part in ("data check", "evaluation", "notebooks"):
+                known = ", ".join(s.name for s in training_steps("st"))
+                raise ValueError(f"--pretrained: no trained part is called {part!r}; use 'paper' or some of: {known}")
+            if part not in out:
+                out.append(part)
+    return tuple(out)
+
+
+def copy_pretrained(steps: list[Step], parts: tuple, root: Path, shipped: str = SHIPPED) -> list[str]:
+    """Copy the shipped checkpoint of each part in ``parts`` to the step's output folder (a
+    from-scratch run's), so the run reuses it instead of training it; returns the folders copied.
+    A folder already there is kept (a resumed run)."""
+    import shutil
+
+    copied = []
+    by_name = {s.name: s for s in steps}
+    for part in parts:
+        step = by_name[part]
+        dest = root / step.output
+        src = root / shipped / Path(step.output).name
+        if step.done(root):
+            continue
+        if not (src / "config.json").is_file():
+            raise FileNotFoundError(f"--pretrained {part!r} needs the shipped {src}; restore it with "
+                                    f"`git checkout -- {shipped}/{src.name}` or train it (drop it from --pretrained)")
+        tmp = dest.with_name(dest.name + ".copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        tmp.rename(dest)
+        copied.append(str(step.output))
+    return copied
 
 LAB_RECIPE = {
     "visual tokenizer": {"--epochs": "5"},
@@ -483,18 +536,21 @@ def _log_name(step: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in step).strip("_") + ".log"
 
 
-def plan_table(steps: list[Step], lanes: int = 2, expected: dict | None = None) -> str:
+def plan_table(steps: list[Step], lanes: int = 2, expected: dict | None = None, done: tuple = ()) -> str:
     """A from-scratch run's :func:`plan` as a table (lane, start, end, part) with the total, and
-    the total one part at a time beside it, from the cards' times (:data:`EXPECTED_MINUTES`)."""
+    the total one part at a time beside it, from the cards' times (:data:`EXPECTED_MINUTES`);
+    ``done``: parts not trained (``--pretrained``)."""
     expected = EXPECTED_MINUTES if expected is None else expected
-    sched = plan(steps, lanes, expected)
+    done = set(done)
+    sched = plan(steps, lanes, expected, done=done)
     after = sum(expected.get(p, 0.0) for p in ("evaluation", "notebooks"))
     rows = ["| lane | threads | start (min) | end (min) | part |", "|---|---|---|---|---|"]
     rows += [f"| {'both' if p['threads'] == 2 and lanes > 1 else p['lane'] + 1} | {p['threads']} | {p['start']:.1f} | "
              f"{p['end']:.1f} | {p['name']} |" for p in sched]
-    serial = makespan(plan(steps, 1, expected))
+    serial = makespan(plan(steps, 1, expected, done=done))
+    one = sum(expected.get(s.name, 1.0) for s in steps if s.name not in done)
     rows.append(f"| | | | **{makespan(sched):.1f}** | training in {lanes} lane(s); one part at a time with two "
-                f"threads: {serial:.1f}; with one thread (the cards' sum): {sum(expected.get(s.name, 1.0) for s in steps):.1f} |")
+                f"threads: {serial:.1f}; with one thread (the cards' sum): {one:.1f} |")
     rows.append(f"| | | | **{makespan(sched) + after:.1f}** | with the evaluation and the notebooks ({after:.1f}) |")
     return "\n".join(rows)
 
@@ -512,9 +568,11 @@ def time_table(record: dict) -> str:
 
 def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool = True, train: bool = True,
               device: str = "auto", seed: int = 0, from_scratch: bool = False, lanes: int = 2,
-              recipe: str = "card") -> dict:
+              recipe: str = "card", pretrained: str | tuple = ()) -> dict:
     """Run the whole kit (see the module docstring); returns ``{step: seconds}`` and the total.
-    ``recipe="lab"`` (only from scratch) trains with :data:`LAB_RECIPE` into ``runs/<profile>-lab/``."""
+    ``recipe="lab"`` (only from scratch) trains with :data:`LAB_RECIPE` into ``runs/<profile>-lab/``;
+    ``pretrained`` (only from scratch; :func:`pretrained_parts`) takes those parts from the shipped
+    kit instead of training them (the run's folder gets ``-pretrained``)."""
     import os
 
     if recipe not in RECIPES:
@@ -522,8 +580,12 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
     if recipe != "card" and not from_scratch:
         raise ValueError(f"the {recipe} recipe trains from scratch only (add --from-scratch): it would otherwise "
                          f"fill missing parts of {SHIPPED}/ with weights that differ from their cards")
+    pretrained = pretrained_parts(pretrained)
+    if pretrained and not from_scratch:
+        raise ValueError("--pretrained only makes sense with --from-scratch: without it every shipped part is "
+                         "already used as it is")
     root = repo_root()
-    name = profile if recipe == "card" else f"{profile}-{recipe}"
+    name = (profile if recipe == "card" else f"{profile}-{recipe}") + ("-pretrained" if pretrained else "")
     runs = root / "runs" / name
     runs.mkdir(parents=True, exist_ok=True)
     checkpoints = f"runs/{name}/checkpoints" if from_scratch else SHIPPED
@@ -539,6 +601,9 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
     status: dict[str, str] = {}
     start = time.perf_counter()
     steps = training_steps(f"runs/{name}/state", checkpoints, recipe) if train else []
+    if steps and pretrained:
+        for folder in copy_pretrained(steps, pretrained, root):
+            print(f"      pretrained: copied the shipped {Path(folder).name} to {folder}", flush=True)
     expected = expected_minutes(recipe)
     parts = ["data check"] + [s.name for s in steps] + ["evaluation"] * int(evaluate) + ["notebooks"] * int(notebooks)
     progress = Progress(parts, expected=expected)
@@ -595,7 +660,9 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         times["notebooks"] = time.perf_counter() - t0
         progress.finish("notebooks", times["notebooks"])
     total = time.perf_counter() - start
-    record = {"profile": profile, "recipe": recipe, "from_scratch": from_scratch, "checkpoints": checkpoints,
+    status.update({part: "pretrained" for part in pretrained if part in status})
+    record = {"profile": profile, "recipe": recipe, "from_scratch": from_scratch, "pretrained": list(pretrained),
+              "checkpoints": checkpoints,
               "seconds": {k: round(v, 1) for k, v in times.items()}, "status": status,
               "total_seconds": round(total, 1)}
     (runs / "reproduce.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -627,16 +694,24 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", choices=RECIPES, default="card",
                    help="card: every part as its card records; lab: the shortened recipes of LAB_RECIPE (one lab "
                         "session; only with --from-scratch, into runs/<profile>-lab/)")
+    p.add_argument("--pretrained", default="",
+                   help="with --from-scratch: parts taken from the shipped kit instead of trained: 'paper' (the "
+                        "tokenizer, the judges and tiny CLIP, which the paper does not train) or a comma-separated "
+                        "list of part names")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    try:
+        pretrained_parts(args.pretrained)
+    except ValueError as e:
+        p.error(str(e))
     if args.plan:
         print(plan_table(training_steps(f"runs/{args.profile}/state", recipe=args.recipe), args.lanes,
-                         expected_minutes(args.recipe)))
+                         expected_minutes(args.recipe), done=pretrained_parts(args.pretrained)))
         return 0
     reproduce(args.profile, notebooks=not args.no_notebooks, evaluate=not args.no_evaluation,
               train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch,
-              lanes=args.lanes, recipe=args.recipe)
+              lanes=args.lanes, recipe=args.recipe, pretrained=args.pretrained)
     return 0
 
 

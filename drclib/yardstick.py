@@ -181,10 +181,12 @@ def retrain_time_table(record: dict) -> str:
             "|---|---|---|"]
     for part, minutes in record["minutes"].items():
         card = record["card_minutes"].get(part)
-        rows.append(f"| {part} | {minutes:.1f} | {'' if card is None else f'{card:.1f}'} |")
+        took = "pretrained (shipped)" if record["status"].get(part) == "pretrained" else f"{minutes:.1f}"
+        rows.append(f"| {part} | {took} | {'' if card is None else f'{card:.1f}'} |")
     rows.append(f"| **training, two lanes (wall)** | **{record['training_minutes']:.1f}** | |")
     rows.append(f"| **training and evaluation** | **{record['training_minutes'] + record['evaluation_minutes']:.1f}** | |")
-    rows.append(f"| **whole run, with the notebooks** | **{record['total_minutes']:.1f}** | |")
+    if "notebooks" in record["minutes"]:
+        rows.append(f"| **whole run, with the notebooks** | **{record['total_minutes']:.1f}** | |")
     return "\n".join(rows)
 
 

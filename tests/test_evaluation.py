@@ -216,6 +216,30 @@ def test_lab_recipe_shortens_every_part_and_only_trains_from_scratch(tmp_path):
         reproduce("quick", recipe="lab", notebooks=False, evaluate=False, train=False)
 
 
+def test_pretrained_parts_are_copied_from_the_shipped_kit(tmp_path):
+    from drclib.reproduce import GIVEN, copy_pretrained, plan_table, pretrained_parts, reproduce, training_steps
+
+    assert pretrained_parts("") == () and pretrained_parts(None) == ()
+    assert pretrained_parts("paper") == GIVEN
+    assert pretrained_parts("paper, pocket LMM,visual tokenizer") == GIVEN + ("pocket LMM",)
+    with pytest.raises(ValueError, match="no trained part is called 'tokeniser'"):
+        pretrained_parts("tokeniser")
+    with pytest.raises(ValueError, match="only makes sense with --from-scratch"):
+        reproduce("quick", pretrained="paper", notebooks=False, evaluate=False, train=False)
+    steps = training_steps("st", "run/ck")
+    (tmp_path / "ship" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "ship" / "tokenizer" / "config.json").write_text("{}")
+    (tmp_path / "ship" / "tokenizer" / "model.safetensors").write_bytes(b"w")
+    assert copy_pretrained(steps, ("visual tokenizer",), tmp_path, shipped="ship") == ["run/ck/tokenizer"]
+    assert (tmp_path / "run/ck/tokenizer/model.safetensors").read_bytes() == b"w"
+    assert not list((tmp_path / "run/ck").glob("*.copying"))
+    assert copy_pretrained(steps, ("visual tokenizer",), tmp_path, shipped="ship") == []   # already there: kept
+    with pytest.raises(FileNotFoundError, match="needs the shipped"):
+        copy_pretrained(steps, ("pocket LMM",), tmp_path, shipped="ship")
+    table = plan_table(steps, 2, done=GIVEN)
+    assert "visual tokenizer" not in table and "pocket LMM" in table
+
+
 def _seconds(clock: str) -> float:
     parts = [int(x) for x in clock.split(":")]
     return sum(v * 60 ** i for i, v in enumerate(reversed(parts)))

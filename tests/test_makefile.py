@@ -25,7 +25,7 @@ def _recipes() -> dict[str, list[str]]:
 def test_each_target_once_and_the_two_commands():
     t = _recipes()
     assert t["test"] == ["$(PY) -m pytest"]
-    assert t["all"] == ["$(PY) -m drclib.reproduce --profile $(PROFILE) $(if $(FROM_SCRATCH),--from-scratch) --recipe $(RECIPE)"]
+    assert t["all"] == ["$(PY) -m drclib.reproduce --profile $(PROFILE) $(if $(FROM_SCRATCH),--from-scratch) --recipe $(RECIPE) $(if $(PRETRAINED),--pretrained \"$(PRETRAINED)\")"]
     assert any("tests/test_browser.py" in line for line in t["browser-test"])
     readme = (REPO / "README.md").read_text()
     assert "make all" in readme and "make test" in readme
