@@ -118,6 +118,36 @@ def yardstick_root(run_checkpoints: str | Path, dest: str | Path, shipped: str |
     return dest
 
 
+def judged_by_the_yardstick(run_checkpoints: str | Path, shipped: str | Path = SHIPPED) -> bool:
+    """True when every scorer of :data:`YARDSTICK` in a retrain holds the shipped weights byte for
+    byte (``make all ... PRETRAINED=paper`` copies them): its own evaluation is then already scored
+    with the yardstick."""
+    from drclib.evaluation import weights_fingerprint
+
+    root = repo_root()
+    run, ship = (Path(x) if Path(x).is_absolute() else root / x for x in (run_checkpoints, shipped))
+    return all((run / n).is_dir() and weights_fingerprint(run / n) == weights_fingerprint(ship / n)
+               for n in YARDSTICK)
+
+
+def reuse_own_evaluation(run_dir: Path, shipped: str | Path = SHIPPED) -> bool:
+    """Seed ``run_dir/07_evaluation_yardstick/`` with the run's own finished evaluation when its
+    scorers are the shipped ones (:func:`judged_by_the_yardstick`), so that scoring it again costs
+    nothing (the evaluation keeps an entry only while its method's weights are unchanged)."""
+    import shutil
+
+    own, dest = run_dir / "07_evaluation", run_dir / "07_evaluation_yardstick"
+    if (dest / "evaluation.json").is_file() or not (own / "evaluation.json").is_file() \
+            or not judged_by_the_yardstick(run_dir / "checkpoints", shipped):
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in own.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+    print(f"  the run's scorers are the shipped ones: its own evaluation ({own}) is reused", flush=True)
+    return True
+
+
 def yardstick_evaluation(run_dir: str | Path, profile: str = "full", device: str = "cpu") -> dict:
     """Score a retrain (``run_dir``: a ``runs/<name>/`` with ``checkpoints/``) with the shipped
     judges: the pocket LMM's text-to-image on the cells its card uses, and every row of the
@@ -133,6 +163,7 @@ def yardstick_evaluation(run_dir: str | Path, profile: str = "full", device: str
 
     run_dir = Path(run_dir) if Path(run_dir).is_absolute() else repo_root() / run_dir
     mixed = yardstick_root(run_dir / "checkpoints", run_dir / "yardstick_checkpoints")
+    reuse_own_evaluation(run_dir)
     before = os.environ.get(CHECKPOINTS_ENV)
     os.environ[CHECKPOINTS_ENV] = str(mixed)
     try:
