@@ -4,7 +4,8 @@
     python benchmarks/lab_recipe.py --run runs/full-lab     # ~10 min; writes data/results/lab_recipe.json
 
     make all PROFILE=full FROM_SCRATCH=1 RECIPE=lab PRETRAINED=paper   # tokenizer, judges, tiny CLIP shipped
-    python benchmarks/lab_recipe.py --run runs/full-lab-pretrained --out data/results/lab_pretrained.json
+    python benchmarks/lab_recipe.py --run runs/full-lab-pretrained --out data/results/lab_pretrained_lmm800.json
+    # (that run's LMM had 800 steps; the lab recipe now keeps the card's 1,200: RESULTS section 7)
 
 Reads the run's time table (``runs/full-lab/reproduce.json``) and compares what it trained with
 the shipped cards, under one yardstick:
@@ -71,7 +72,9 @@ def main(argv=None) -> int:
         "pretrained": record.get("pretrained", []),
         "machine": describe_machine(),
         "recipe": record.get("recipe", "card"),
-        "lab_recipe": rp.LAB_RECIPE,
+        # the LMM's steps from its card: the one entry of LAB_RECIPE that changed between runs (800 -> 1,200)
+        "lab_recipe": {**rp.LAB_RECIPE, "pocket LMM": {"--steps": str(json.loads(
+            (run / "checkpoints" / "lmm" / "config.json").read_text())["extra"]["pretrain"]["steps"])}},
         "minutes": {part: round(sec / 60, 2) for part, sec in seconds.items()},
         "expected_minutes": {part: round(expected.get(part, float("nan")), 2) for part in seconds},
         "card_minutes": {part: rp.EXPECTED_MINUTES.get(part) for part in seconds},
@@ -87,6 +90,9 @@ def main(argv=None) -> int:
         "benchmark_minutes": None,
     }
     out["training_parts"] = training
+    out["by_part"] = {}                     # the same entries by part and key, for README's and RESULTS' figures
+    for e in compared:
+        out["by_part"].setdefault(e["part"], {})[e["key"]] = {k: e[k] for k in ("shipped", "retrained")}
     out["benchmark_minutes"] = round((time.perf_counter() - t0) / 60, 1)
     dest = ROOT / args.out
     with atomic_path(dest) as tmp:

@@ -212,7 +212,7 @@ def retrain_time_table(record: dict) -> str:
             "|---|---|---|"]
     for part, minutes in record["minutes"].items():
         card = record["card_minutes"].get(part)
-        took = "pretrained (shipped)" if record["status"].get(part) == "pretrained" else f"{minutes:.1f}"
+        took = "pretrained (shipped)" if record.get("status", {}).get(part) == "pretrained" else f"{minutes:.1f}"
         rows.append(f"| {part} | {took} | {'' if card is None else f'{card:.1f}'} |")
     rows.append(f"| **training, two lanes (wall)** | **{record['training_minutes']:.1f}** | |")
     rows.append(f"| **training and evaluation** | **{record['training_minutes'] + record['evaluation_minutes']:.1f}** | |")
