@@ -4,8 +4,8 @@
 #                                    missing checkpoint trained (resumable), evaluation, every notebook;
 #                                    FROM_SCRATCH=1 retrains every part into runs/<profile>/checkpoints/;
 #                                    RECIPE=lab with it: the shortened lab recipes, into runs/<profile>-lab/;
-#                                    PRETRAINED=paper with it: tokenizer, judges and tiny CLIP copied from
-#                                    the shipped kit (the parts the paper does not train), into ...-pretrained/
+#                                    PRETRAINED=paper with it: tokenizer, semantic encoder, judges and tiny CLIP
+#                                    copied from the shipped kit (what the paper does not train), into ...-pretrained/
 #   make test                        set up .venv if absent, then run the test suite
 # Other targets: notebooks (the notebooks alone), evaluation, setup, data (rebuild data/stickers_32px.npz from npm), browser-deps (Debian's
 # chromium + chromedriver for the browser test; needs root), browser-test, clean.

@@ -39,7 +39,8 @@ SOURCES = {
     "quick_lanes": "data/results/quick_lanes_seed0.json",
     "speed": "data/results/speed.json",
     "lab": "data/results/lab_recipe.json",
-    "lab_pretrained": "data/results/lab_pretrained.json",
+    "lab_pretrained_lmm800": "data/results/lab_pretrained_lmm800.json",
+    "stage1_steps": "data/results/stage1_steps.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",
@@ -128,16 +129,21 @@ def figure(key: str, fmt: str | None = None, root: str | Path | None = None) -> 
 def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     """A generated table: ``eval-truth`` / ``eval-paper`` (argument: the split) of the shipped
     evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run; ``plan``
-    (argument: lanes) the from-scratch schedule of :func:`drclib.reproduce.plan_table`; ``lab``
+    (argument: lanes, or ``lab-paper`` for ``RECIPE=lab PRETRAINED=paper``) the from-scratch
+    schedule of :func:`drclib.reproduce.plan_table`; ``lab``
     (argument: ``times``, ``parts`` or ``judged``) the lab retrain against the cards, and
-    ``lab_pretrained`` (same arguments) the lab retrain with the paper's pretrained parts."""
+    ``lab_pretrained_lmm800`` (same arguments) the lab retrain with the paper's pretrained parts
+    kept (its LMM at the then lab recipe's 800 steps)."""
     from drclib import evaluation
 
-    if name == "plan":      # make all's from-scratch schedule (argument: lanes), from the cards' minutes
-        from drclib.reproduce import plan_table, training_steps
+    if name == "plan":      # make all's from-scratch schedule (argument: lanes, or lab-paper), from the cards' minutes
+        from drclib.reproduce import expected_minutes, plan_table, pretrained_parts, training_steps
 
+        if arg == "lab-paper":      # RECIPE=lab PRETRAINED=paper
+            return plan_table(training_steps("runs/full/state", "runs/full/checkpoints", "lab"), 2,
+                              expected_minutes("lab"), done=pretrained_parts("paper"))
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
-    if name in ("lab", "lab_pretrained"):   # a lab retrain against the cards (argument: times, parts or judged)
+    if name in ("lab", "lab_pretrained_lmm800"):   # a lab retrain against the cards (argument: times, parts or judged)
         from drclib.yardstick import CARD_METRICS, comparison_table, retrain_time_table
 
         record = _load(name, str(root or repo_root()))

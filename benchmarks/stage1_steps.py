@@ -1,0 +1,97 @@
+"""Why a shortened stage 1 composes nothing: stage-1 cards side by side (steps, minutes, the loss
+at fixed steps, the swap test), written to one JSON that RESULTS section 7 quotes.
+
+    # the stage-1 models compared (one thread each, two at a time), in a clone with a lab run:
+    python -m drclib.train stage1 --variant drc --steps 150 --threads 1 --out runs/diag/s150_shipped
+    python -m drclib.train stage1 --variant drc --steps 150 --lr 2e-3 --threads 1 --out runs/diag/s150_lr2e-3_shipped
+    DRC_CHECKPOINTS=runs/full-lab-pretrained/checkpoints python -m drclib.train stage1 --variant drc \\
+        --steps 300 --threads 1 --lmm runs/full-lab-pretrained/checkpoints/lmm --out runs/diag/s300_lab_lmm_enc
+    python benchmarks/stage1_steps.py shipped=data/checkpoints/stage1/drc \\
+        lab150=runs/full-lab-pretrained/checkpoints/stage1/drc shipped150=runs/diag/s150_shipped \\
+        shipped150_lr2x=runs/diag/s150_lr2e-3_shipped lab300=runs/diag/s300_lab_lmm_enc \\
+        --lmm lab=runs/full-lab-pretrained/checkpoints/lmm --lmm shipped=data/checkpoints/lmm \\
+        --out data/results/stage1_steps.json
+
+Reads only the cards (``config.json``'s ``extra``): nothing is trained or scored here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+AT_STEPS = (50, 100, 150, 200, 250, 300)
+
+
+def _card(folder: str) -> dict:
+    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"no card at {path / 'config.json'}: train it first (see this script's docstring)")
+    return json.loads((path / "config.json").read_text())["extra"]
+
+
+def loss_at(history: dict, key: str, steps=AT_STEPS, window: int = 2) -> dict:
+    """The mean of ``history[key]`` over the ``2 * window + 1`` logged points around each step (None past the run's end)."""
+    st, values = np.asarray(history["step"]), np.asarray(history[key], dtype=float)
+    out = {}
+    for t in steps:
+        if t > st.max() + 1:
+            out[str(t)] = None
+            continue
+        i = int(np.argmin(abs(st - t)))
+        out[str(t)] = round(float(values[max(0, i - window):i + window + 1].mean()), 3)
+    return out
+
+
+def stage1_entry(extra: dict) -> dict:
+    swap = extra["evaluation"]["swap"]
+    return {
+        "command": extra.get("command"),
+        "steps": extra["stage1"].get("steps") if "stage1" in extra else None,
+        "train_minutes": extra.get("train_minutes"),
+        "lmm": extra.get("lmm"),
+        "lr": extra["stage1"].get("lr") if "stage1" in extra else None,
+        "loss": loss_at(extra["history"], "loss"),
+        "loss_end": round(float(np.mean(extra["history"]["loss"][-4:])), 3),
+        "caption_loss": loss_at(extra["history"], "caption"),
+        "swap": {split: {k: round(float(v), 3) for k, v in swap[split]["self"].items() if isinstance(v, (int, float))}
+                 for split in swap},
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage1", nargs="+", help="name=folder of a stage-1 card")
+    p.add_argument("--lmm", action="append", default=[], help="name=folder of an LMM card (its text-to-image)")
+    p.add_argument("--out", default="data/results/stage1_steps.json")
+    args = p.parse_args(argv)
+    out = {"command": "python benchmarks/stage1_steps.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "stage1": {}, "lmm": {}}
+    for spec in args.stage1:
+        name, _, folder = spec.partition("=")
+        out["stage1"][name] = dict(stage1_entry(_card(folder)), folder=folder)
+    for spec in args.lmm:
+        name, _, folder = spec.partition("=")
+        extra = _card(folder)
+        out["lmm"][name] = {"folder": folder, "command": extra.get("command"), "steps": extra["pretrain"]["steps"],
+                            "train_minutes": extra.get("train_minutes"), "evaluation": extra["evaluation"],
+                            "loss": loss_at(extra["history"], "loss", (400, 600, 800, 1000, 1200))}
+    dest = ROOT / args.out
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    tmp.replace(dest)
+    for name, e in out["stage1"].items():
+        print(f"{name:12s} steps {e['steps']}  loss@150 {e['loss']['150']}  loss@300 {e['loss']['300']}  "
+              f"swap both train {e['swap']['train']['both']:.3f} heldout {e['swap']['heldout']['both']:.3f}")
+    print(f"-> {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
