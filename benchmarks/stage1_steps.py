@@ -18,11 +18,12 @@ Reads only the cards (``config.json``'s ``extra``): nothing is trained or scored
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from drclib.io import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_STEPS = (50, 100, 150, 200, 250, 300)
@@ -32,7 +33,7 @@ def _card(folder: str) -> dict:
     path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
     if not (path / "config.json").is_file():
         raise SystemExit(f"no card at {path / 'config.json'}: train it first (see this script's docstring)")
-    return json.loads((path / "config.json").read_text())["extra"]
+    return read_json(path / "config.json")["extra"]
 
 
 def loss_at(history: dict, key: str, steps=AT_STEPS, window: int = 2) -> dict:
@@ -81,11 +82,7 @@ def main(argv=None) -> int:
         out["lmm"][name] = {"folder": folder, "command": extra.get("command"), "steps": extra["pretrain"]["steps"],
                             "train_minutes": extra.get("train_minutes"), "evaluation": extra["evaluation"],
                             "loss": loss_at(extra["history"], "loss", (400, 600, 800, 1000, 1200))}
-    dest = ROOT / args.out
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(dest)
+    dest = write_json(ROOT / args.out, out)
     for name, e in out["stage1"].items():
         print(f"{name:12s} steps {e['steps']}  loss@150 {e['loss']['150']}  loss@300 {e['loss']['300']}  "
               f"swap both train {e['swap']['train']['both']:.3f} heldout {e['swap']['heldout']['both']:.3f}")
