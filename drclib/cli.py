@@ -22,7 +22,7 @@ def _cmd_run_notebooks(args) -> int:
 
     out = args.out or f"runs/{args.profile}"
     run_all(out, profile=args.profile, seed=args.seed, device=args.device, only=args.only,
-            timeout=args.timeout)
+            timeout=args.timeout, lanes=args.lanes)
     return 0
 
 
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     r.add_argument("--only", nargs="+", metavar="PREFIX", help="run only notebooks starting with these, e.g. 00 01")
     r.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
+    r.add_argument("--lanes", type=int, default=1,
+                   help="notebooks run at once, each in its own process with one torch thread (default 1: in order)")
     r.set_defaults(func=_cmd_run_notebooks)
 
     b = sub.add_parser("build-data", help="rebuild the sticker set from pinned npm tarballs",

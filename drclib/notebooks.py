@@ -124,23 +124,114 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, *, profile: str = "q
     return out
 
 
+LONGEST_FIRST = ("04", "05", "01", "02", "06", "07", "03", "00")
+"""The order the notebooks start in when they run in lanes: longest first, so the short ones
+fill the gaps (full profile, one at a time on two threads, the PRETRAINED run of 2026-12-04 on the
+2-core AMD EPYC: 04 285 s, 05 207, 01 128, 02 122, 06 38, 07 17, 03 14, 00 11)."""
+
+
 def run_all(out_dir: str | Path, *, profile: str = "quick", seed: int = 0, device: str = "auto",
-            only: list[str] | None = None, timeout: int | None = 1800) -> dict[str, float]:
-    """Run every notebook (or those whose name starts with one of ``only``) in order, printing
-    progress and wall times; returns {notebook name: seconds}."""
-    books = find_notebooks()
+            only: list[str] | None = None, timeout: int | None = 1800, lanes: int = 1,
+            books: list[Path] | None = None) -> dict[str, float]:
+    """Run every notebook (or those whose name starts with one of ``only``), printing progress
+    and wall times; returns {notebook name: seconds}. ``lanes=1`` runs them in order in this
+    process; ``lanes=N`` runs N at a time, each in its own process with one torch thread
+    (:data:`LONGEST_FIRST` order; the notebooks read only checkpoints and write only their own
+    files, so their order does not matter), its output in ``out_dir/logs/notebook_<stem>.log``.
+    ``books``: the notebooks to run instead of the kit's (:func:`find_notebooks`)."""
+    books = [Path(b) for b in books] if books is not None else find_notebooks()
     if only:
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
         if not books:
             raise ValueError(f"no notebook in {notebook_dir()} starts with any of {only}")
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
     times: dict[str, float] = {}
     start = time.perf_counter()
-    for i, nb in enumerate(books, 1):
-        print(f"[{i}/{len(books)}] {nb.name} (profile {profile}) ...", flush=True)
-        t0 = time.perf_counter()
-        run_notebook(nb, out_dir, profile=profile, seed=seed, device=device, timeout=timeout)
-        times[nb.name] = time.perf_counter() - t0
-        print(f"      done in {times[nb.name]:.1f} s -> {Path(out_dir) / nb.name}", flush=True)
+    if lanes > 1 and len(books) > 1:
+        times = _run_in_lanes(books, Path(out_dir), lanes, profile=profile, seed=seed, device=device, timeout=timeout)
+    else:
+        for i, nb in enumerate(books, 1):
+            print(f"[{i}/{len(books)}] {nb.name} (profile {profile}) ...", flush=True)
+            t0 = time.perf_counter()
+            run_notebook(nb, out_dir, profile=profile, seed=seed, device=device, timeout=timeout)
+            times[nb.name] = time.perf_counter() - t0
+            print(f"      done in {times[nb.name]:.1f} s -> {Path(out_dir) / nb.name}", flush=True)
     total = time.perf_counter() - start
-    print(f"all {len(books)} notebooks ran in {total:.1f} s; executed copies and JSON in {out_dir}")
+    print(f"all {len(books)} notebooks ran in {total:.1f} s" + (f" ({lanes} at a time)" if lanes > 1 else "")
+          + f"; executed copies and JSON in {out_dir}")
     return times
+
+
+def _run_in_lanes(books: list[Path], out_dir: Path, lanes: int, *, profile: str, seed: int, device: str,
+                  timeout: int | None) -> dict[str, float]:
+    """:func:`run_all`'s lanes: ``python -m drclib.notebooks <notebook> <out_dir>`` in up to
+    ``lanes`` processes at once, each with one torch thread. A failed notebook is reported with
+    its log once the running ones end; the others still run."""
+    import os
+    import subprocess
+    import sys
+
+    def rank(nb: Path) -> int:
+        head = nb.name[:2]
+        return LONGEST_FIRST.index(head) if head in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    queue = sorted(books, key=rank)
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    running: dict[Path, tuple] = {}
+    times: dict[str, float] = {}
+    failed: list[str] = []
+    while queue or running:
+        while queue and len(running) < lanes:
+            nb = queue.pop(0)
+            log = logs / f"notebook_{nb.stem}.log"
+            args = [sys.executable, "-m", "drclib.notebooks", str(nb), str(out_dir), "--profile", profile,
+                    "--seed", str(seed), "--device", device]
+            if timeout is not None:
+                args += ["--timeout", str(timeout)]
+            handle = open(log, "w")
+            running[nb] = (subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT),
+                           time.perf_counter(), handle, log)
+            print(f"[{len(times) + len(running)}/{len(books)}] {nb.name} (profile {profile}, one thread) started; "
+                  f"log {log}", flush=True)
+        time.sleep(0.5)
+        for nb, (proc, t0, handle, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            handle.close()
+            del running[nb]
+            times[nb.name] = time.perf_counter() - t0
+            if proc.returncode:
+                failed.append(f"{nb.name} (exit {proc.returncode}; see {log} and the executed copy {out_dir / nb.name})")
+                print(f"      FAILED {nb.name} after {times[nb.name]:.1f} s: see {log}", flush=True)
+            else:
+                print(f"      done in {times[nb.name]:.1f} s -> {out_dir / nb.name}", flush=True)
+    if failed:
+        raise RuntimeError("notebooks failed: " + "; ".join(failed))
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m drclib.notebooks NOTEBOOK OUT_DIR [--profile P] [--seed S] [--device D]
+    [--timeout T]``: run one notebook (what each lane of :func:`run_all` runs)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m drclib.notebooks", description="Run one notebook with papermill.")
+    p.add_argument("notebook")
+    p.add_argument("out_dir")
+    p.add_argument("--profile", choices=["quick", "full"], default="quick")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    out = run_notebook(args.notebook, args.out_dir, profile=args.profile, seed=args.seed, device=args.device,
+                       timeout=args.timeout)
+    print(f"{Path(args.notebook).name} ran in {time.perf_counter() - t0:.1f} s -> {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -200,3 +200,35 @@ def test_notebook_runs_and_writes_its_numbers(notebook):
     n = len(exercises(notebook))
     assert results["exercises"] == {f"{notebook.stem[:2]}.{i}": "correct" for i in range(1, n + 1)}
     CHECKS.get(notebook.stem, lambda r: None)(results)
+
+
+def _tiny_notebook(path, body: str):
+    """A two-cell notebook: the tagged parameters cell papermill fills, then ``body``."""
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
+              "source": 'PROFILE = "quick"\nSEED = 0\nDEVICE = "cpu"\nARTIFACTS = "."'},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": body}]
+    path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                             "language": "python"}},
+                                "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_run_all_in_lanes_one_thread_each_and_reports_a_failure(tmp_path):
+    from drclib.notebooks import run_all
+
+    body = ('import json, os, pathlib\n'
+            'pathlib.Path(ARTIFACTS, "{stem}.json").write_text(json.dumps({{"threads": os.environ.get("OMP_NUM_THREADS"), '
+            '"profile": PROFILE}}))')
+    books = [_tiny_notebook(tmp_path / f"{stem}.ipynb", body.format(stem=stem)) for stem in ("10_a", "11_b", "12_c")]
+    out = tmp_path / "out"
+    times = run_all(out, books=books, lanes=2, profile="full", device="cpu", timeout=120)
+    assert set(times) == {b.name for b in books}
+    for b in books:                           # each ran in its own process with one thread, with the parameters
+        assert json.loads((out / f"{b.stem}.json").read_text()) == {"threads": "1", "profile": "full"}
+        assert (out / "logs" / f"notebook_{b.stem}.log").is_file()
+    bad = _tiny_notebook(tmp_path / "13_bad.ipynb", 'raise ValueError("on purpose")')
+    with pytest.raises(RuntimeError, match="13_bad.ipynb.*notebook_13_bad.log"):
+        run_all(out, books=[books[0], bad], lanes=2, device="cpu", timeout=120)
+    assert (out / "10_a.json").is_file()      # the good one still ran
+    with pytest.raises(ValueError, match="lanes"):
+        run_all(out, books=books, lanes=0)
