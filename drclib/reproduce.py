@@ -26,7 +26,8 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
   own process with one torch thread (the 2-core CPU's two cores; never more threads than
   cores), each part as soon as the parts it reads are trained (:attr:`Step.needs`), the one
   with the longest chain of parts waiting on it first (:func:`plan`). Each command's output goes
-  to ``runs/<profile>/logs/<part>.log``. ``--plan`` prints the order and the expected minutes
+  to ``runs/<profile>/logs/<part>.log``. The notebooks run in the same lanes, longest first
+  (:func:`drclib.notebooks.run_all`). ``--plan`` prints the order and the expected minutes
   from the cards' times without training; ``--lanes 1`` trains one part at a time, as the cards
   were made.
 - **Resume**: every training command keeps its state under ``runs/<profile>/state/`` and
@@ -280,17 +281,24 @@ class Progress:
         self.expected = EXPECTED_MINUTES if expected is None else expected
         self.start = time.perf_counter()
         self.done: dict[str, float] = {}       # part -> seconds it took (0 when reused)
+        self.reused: set[str] = set()          # parts that were already there: they weigh nothing
         self.expected_done = 0.0               # expected seconds of the parts that ran (and count for the pace)
         self.spent = 0.0                       # the seconds those parts took
 
     def _expected(self, part: str) -> float:
         return 60.0 * self.expected.get(part, 1.0)
 
+    def _weight(self, part: str) -> float:
+        """A part's share of the bar: its expected seconds, none when it was reused (copied,
+        pretrained or left by an earlier run), so the bar and the time left count only work
+        this run does."""
+        return 0.0 if part in self.reused else self._expected(part)
+
     def line(self, part: str) -> str:
         """``[i/n] |####....| 37% part  elapsed 0:41:02, about 1:10:00 left``."""
         i = len(self.done) + 1
-        total = sum(self._expected(p) for p in self.parts)
-        remaining = sum(self._expected(p) for p in self.parts if p not in self.done)
+        total = sum(self._weight(p) for p in self.parts)
+        remaining = sum(self._weight(p) for p in self.parts if p not in self.done)
         frac = 1.0 - remaining / total if total else 0.0
         bar = "#" * int(round(frac * self.width))
         return (f"[{i}/{len(self.parts)}] |{bar:<{self.width}}| {100 * frac:3.0f}% {part}  "
@@ -314,8 +322,8 @@ class Progress:
 
     def lanes_line(self, event: str, running: list[str], left: float) -> str:
         """``[3/17 done] |#####...| 31% start pocket LMM; running: ...; elapsed 0:41:02, about 1:10:00 left``."""
-        total = sum(self._expected(p) for p in self.parts)
-        frac = sum(self._expected(p) for p in self.done) / total if total else 0.0
+        total = sum(self._weight(p) for p in self.parts)
+        frac = sum(self._weight(p) for p in self.done) / total if total else 0.0
         bar = "#" * int(round(frac * self.width))
         what = "; ".join(x for x in (event, "running: " + ", ".join(running) if running else "") if x)
         return (f"[{len(self.done)}/{len(self.parts)} done] |{bar:<{self.width}}| {100 * frac:3.0f}% {what}  "
@@ -323,6 +331,8 @@ class Progress:
 
     def finish(self, part: str, seconds: float, ran: bool = True) -> None:
         self.done[part] = seconds if ran else 0.0
+        if not ran:
+            self.reused.add(part)
         if ran and self._expected(part) >= 60.0:
             self.expected_done += self._expected(part)
             self.spent += seconds
@@ -617,6 +627,9 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
     expected = expected_minutes(recipe)
     parts = ["data check"] + [s.name for s in steps] + ["evaluation"] * int(evaluate) + ["notebooks"] * int(notebooks)
     progress = Progress(parts, expected=expected)
+    for step in steps:                          # pretrained, copied or resumed: nothing to wait for
+        if step.done(root):
+            progress.finish(step.name, 0.0, ran=False)
 
     print(progress.line("data check"), flush=True)
     t0 = time.perf_counter()
@@ -664,9 +677,10 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         if profile == "full" and not problems and not results.get("missing") and not from_scratch:
             print(f"      published to {evaluation.publish(out_dir)}", flush=True)
     if notebooks:
-        print(progress.line("notebooks") + f" ({len(find_notebooks())})", flush=True)
+        print(progress.line("notebooks") + f" ({len(find_notebooks())}" + (f", {lanes} at a time" if lanes > 1 else "")
+              + ")", flush=True)
         t0 = time.perf_counter()
-        run_all(runs, profile=profile, seed=seed, device=device)
+        run_all(runs, profile=profile, seed=seed, device=device, lanes=lanes)
         times["notebooks"] = time.perf_counter() - t0
         progress.finish("notebooks", times["notebooks"])
     total = time.perf_counter() - start

@@ -195,6 +195,23 @@ def test_progress_line_and_time_table():
     assert "| semantic encoder | ran | 10.0 | 7.3 |" in lab       # 800 of the card's 3,000 steps
 
 
+def test_progress_counts_reused_parts_as_no_work():
+    """A pretrained or resumed part weighs nothing: the bar starts at 0% and the first estimate
+    is the work this run does (the PRETRAINED run printed 2:21:53 for about 1:10 of work)."""
+    from drclib.reproduce import EXPECTED_MINUTES, Progress
+
+    parts = ["data check", "visual tokenizer", "pocket LMM", "evaluation"]
+    pr = Progress(parts)
+    pr.finish("visual tokenizer", 0.0, ran=False)
+    first = pr.line("data check")
+    assert first.startswith("[2/4]") and " 0%" in first
+    work = sum(EXPECTED_MINUTES[p] for p in ("data check", "pocket LMM", "evaluation")) * 60
+    assert _seconds(first.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(work, abs=2)
+    assert pr.pace == 1.0                                        # a reused part says nothing about the pace
+    pr.finish("visual tokenizer", 0.0, ran=False)                # run_lanes reports it again: no change
+    assert pr.line("data check").split("elapsed")[0] == first.split("elapsed")[0]
+
+
 def test_lab_recipe_shortens_every_part_and_only_trains_from_scratch(tmp_path):
     from drclib.reproduce import (CARD_SIZE, LAB_RECIPE, expected_minutes, makespan, plan, reproduce,
                                   training_steps)
