@@ -185,6 +185,21 @@ def test_there_are_notebooks():
     assert KERNEL_NAME == "python3"
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_parameters_cell_is_one_papermill_reads(notebook, caplog):
+    """papermill reads each parameter (for ``papermill --help-notebook`` and its injected cell's
+    log) only from ``NAME = value  # help`` lines with one ``=``: a second one in the help text
+    makes it skip the line with a warning on every run."""
+    import logging
+
+    import papermill
+
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        params = papermill.inspect_notebook(str(notebook))
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()], caplog.text
+    assert {"PROFILE", "CONCEPTS", "SEED", "DEVICE", "ARTIFACTS"} <= set(params), sorted(params)
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_runs_and_writes_its_numbers(notebook):
