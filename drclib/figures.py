@@ -42,6 +42,7 @@ SOURCES = {
     "lab_pretrained_lmm800": "data/results/lab_pretrained_lmm800.json",
     "lab_pretrained": "data/results/lab_pretrained.json",
     "style_probe": "data/results/style_probe.json",
+    "notebook_lanes": "data/results/notebook_lanes.json",
     "stage1_steps": "data/results/stage1_steps.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",

@@ -126,8 +126,9 @@ def run_notebook(notebook: str | Path, out_dir: str | Path, *, profile: str = "q
 
 LONGEST_FIRST = ("04", "05", "01", "02", "06", "07", "03", "00")
 """The order the notebooks start in when they run in lanes: longest first, so the short ones
-fill the gaps (full profile, one at a time on two threads, the PRETRAINED run of 2026-12-04 on the
-2-core AMD EPYC: 04 285 s, 05 207, 01 128, 02 122, 06 38, 07 17, 03 14, 00 11)."""
+fill the gaps. Measured by ``python benchmarks/notebook_lanes.py`` (full profile, shipped
+weights, the evaluation already done as in make all, one at a time on two threads, 2-core Xeon):
+04 214 s, 05 157, 01 101, 02 90, 06 27, 07 15, 03 11, 00 9 (``data/results/notebook_lanes.json``)."""
 
 
 def run_all(out_dir: str | Path, *, profile: str = "quick", seed: int = 0, device: str = "auto",
