@@ -43,6 +43,7 @@ SOURCES = {
     "lab_pretrained": "data/results/lab_pretrained.json",
     "style_probe": "data/results/style_probe.json",
     "notebook_lanes": "data/results/notebook_lanes.json",
+    "stage2_steps": "data/results/stage2_steps.json",
     "stage1_steps": "data/results/stage1_steps.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
