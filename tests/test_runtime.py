@@ -56,3 +56,15 @@ def test_profiles():
     assert isinstance(quick, Profile)
     with pytest.raises(ValueError, match="unknown profile 'medium'"):
         get_profile("medium")
+
+
+def test_cpu_matrix_isa_names_the_fastest_instructions():
+    from drclib.runtime import cpu_matrix_isa, describe_machine
+
+    assert cpu_matrix_isa({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "AMX-bf16"
+    assert cpu_matrix_isa({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512-bf16"
+    assert cpu_matrix_isa({"avx2", "avx512f"}) == "AVX-512"
+    assert cpu_matrix_isa({"avx2", "fma"}) == "AVX2"
+    assert cpu_matrix_isa(set()) == ""
+    line = describe_machine("cpu")
+    assert line.endswith("cores, device cpu") and "()" not in line
