@@ -7,6 +7,9 @@
     python benchmarks/lab_recipe.py --run runs/full-lab-pretrained --out data/results/lab_pretrained_lmm800.json
     # (that run's LMM had 800 steps; the lab recipe now keeps the card's 1,200: RESULTS section 7)
 
+    make all PROFILE=full FROM_SCRATCH=1 PRETRAINED=paper              # the cards' own recipes
+    python benchmarks/lab_recipe.py --run runs/full-pretrained --out data/results/card_pretrained.json
+
 Reads the run's time table (``runs/full-lab/reproduce.json``) and compares what it trained with
 the shipped cards, under one yardstick:
 
@@ -72,9 +75,11 @@ def main(argv=None) -> int:
         "pretrained": record.get("pretrained", []),
         "machine": describe_machine(),
         "recipe": record.get("recipe", "card"),
-        # the LMM's steps from its card: the one entry of LAB_RECIPE that changed between runs (800 -> 1,200)
+        # the LMM's steps from its card: the one entry of LAB_RECIPE that changed between runs (800 -> 1,200);
+        # a RECIPE=card run has no shortened steps to record
         "lab_recipe": {**rp.LAB_RECIPE, "pocket LMM": {"--steps": str(json.loads(
-            (run / "checkpoints" / "lmm" / "config.json").read_text())["extra"]["pretrain"]["steps"])}},
+            (run / "checkpoints" / "lmm" / "config.json").read_text())["extra"]["pretrain"]["steps"])}}
+        if record.get("recipe", "card") == "lab" else {},
         "minutes": {part: round(sec / 60, 2) for part, sec in seconds.items()},
         "expected_minutes": {part: round(expected.get(part, float("nan")), 2) for part in seconds},
         "card_minutes": {part: rp.EXPECTED_MINUTES.get(part) for part in seconds},

@@ -100,8 +100,11 @@ def training_steps(state: str, checkpoints: str = SHIPPED, recipe: str = "card")
              [sys.executable, "-m", "drclib.backbone.tinyclip", "--epochs", "15", "--out", f"{c}/tinyclip"]),
         Step("semantic encoder", f"{c}/encoder",
              [sys.executable, "-m", "drclib.backbone.encoder", "--steps", "3000", "--out", f"{c}/encoder"], needs=tok),
+        # float32 like the shipped LMM (trained on a CPU without fast bf16): on a bf16-trained LMM the
+        # retrained Pigeon carried the reference's emoji 0.26-0.38 of the time against its card's 0.60,
+        # on a float32 one 0.56 (benchmarks/pigeon_lmm.py, RESULTS section 7); ~3 min more on an AMX CPU
         Step("pocket LMM", f"{c}/lmm",
-             t + ["backbone", "--concepts", "core", "--state-dir", f"{state}/lmm", "--out", f"{c}/lmm"],
+             t + ["backbone", "--concepts", "core", "--no-bf16", "--state-dir", f"{state}/lmm", "--out", f"{c}/lmm"],
              needs=tok + judges),
     ]
     for v in ("drc", "uniform", "concat", "mlp"):

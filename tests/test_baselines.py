@@ -180,3 +180,24 @@ def test_shipped_baselines_reproduce_their_card(method):
     for k, v in stored.items():
         assert abs(got[k] - v) <= 2 / 24 + 1e-9, (k, got[k], v)
     assert pipe.prompter.training_info["evaluation"]["heldout"][method]["n"] == len(data.splits["heldout"].test)
+
+
+@pytest.mark.parametrize("flag, expected", [([], "auto"), (["--no-bf16"], False)])
+def test_baseline_command_passes_no_bf16_to_its_recipe(flag, expected, monkeypatch):
+    """--no-bf16 trains in float32 (as the shipped cards were, on a CPU without fast bf16)."""
+    import drclib.train.baselines as baselines_mod
+    from drclib.train.cli import main
+
+    seen = {}
+
+    def stop(prompter, lmm, codes, samples, train, cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(baselines_mod, "train_baseline", stop)
+    with pytest.raises(KeyboardInterrupt):
+        main(["baseline", "--method", "lmm_sft", "--profile", "quick", "--steps", "1", "--threads", "1", *flag])
+    from drclib.runtime import bf16_fast
+
+    expected = bf16_fast("cpu") if expected == "auto" else expected
+    assert seen["cfg"].bf16 is expected and seen["cfg"].steps == 1

@@ -230,6 +230,8 @@ def test_lab_recipe_shortens_every_part_and_only_trains_from_scratch(tmp_path):
     assert kept == {"pocket LMM", "stage 1, drc", "stage 1, uniform", "stage 1, concat", "stage 1, mlp",
                     "stage 2, DRC", "stage 2, w/o Aug"}
     assert makespan(plan(list(lab.values()), 2, minutes)) < 0.6 * makespan(plan(list(card.values()), 2))   # 69 vs 137 min
+    # the LMM trains in float32 in both recipes, as the shipped one did (Pigeon's card depends on it)
+    assert "--no-bf16" in card["pocket LMM"].args and "--no-bf16" in lab["pocket LMM"].args
     with pytest.raises(ValueError, match="recipe must be one of"):
         training_steps("st", "ck", "fast")
     with pytest.raises(ValueError, match="from scratch only"):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from drclib.backbone import PocketLMM
-from drclib.runtime import describe_machine
+from drclib.runtime import describe_machine, resolve_bf16
 from drclib.train.cards import concept_record
 from drclib.train.loop import downsample, drc_trainables
 from drclib.train.stage2 import Stage2Config, sft_loop, stage2_card
@@ -118,7 +118,9 @@ def train_baseline_command(args) -> int:
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
     prompter = InterleavedPrompter(InterleavedConfig(dim=lmm.config.hidden_size, mask_generator=args.method == "pigeon"))
-    cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=False)
+    # resolved here, so the card records the precision that ran (None would hide it)
+    cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=False,
+                       bf16=resolve_bf16(False if getattr(args, "no_bf16", False) else None, device))
     t0 = time.perf_counter()
     history = train_baseline(prompter, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
                              checkpoint_dir=args.state_dir)
@@ -152,6 +154,7 @@ def _baseline_card(info: dict) -> str:
             f"target is its own reference; alpha_s {s2['alpha_s']}, alpha_m ~ U(0, 1).", "",
             f"- Command: `{info['command']}`", f"- Trained in {info['train_minutes']} min on {info['machine']}.",
             f"- {s2['steps']} steps of batch {s2['batch_size']}, lr {s2['lr']}, seed {s2['seed']}, the "
-            f"`{s2['profile']}` profile's `sample`-split training samples (the same as DRC's stage 2).", ""]
+            f"`{s2['profile']}` profile's `sample`-split training samples (the same as DRC's stage 2)"
+            + (f", bf16 autocast {s2['bf16']}." if s2.get("bf16") is not None else "."), ""]
     start = next(i for i, line in enumerate(card) if line.startswith("Greedy generation"))
     return "\n".join(head + card[start:])

@@ -208,7 +208,8 @@ def train_stage2_command(args) -> int:
     # a words/slots model keeps stage 1's caption anchor, now on the target's caption
     weight = float(s1_info.get("caption_weight", 0.0)) if drc.config.z_space in ("words", "slots") else 0.0
     cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       augment=not args.no_augment, lora_rank=s1_rank, caption_weight=weight)
+                       augment=not args.no_augment, lora_rank=s1_rank, caption_weight=weight,
+                       bf16=False if getattr(args, "no_bf16", False) else None)
     from drclib.drc import caption_words
 
     captions = (caption_words(lmm, stickers, drc.config.n_latent,
