@@ -16,10 +16,17 @@ each, two at a time, on the machine of that run):
     # the retrained LMM, bf16, seed 1 (another draw of users and samples, and of Pigeon's init):
     DRC_CHECKPOINTS=runs/full-pretrained/checkpoints python -m drclib.train baseline --method pigeon \\
         --seed 1 --threads 1 --state-dir runs/pg/st_c --out runs/pg/retrained_lmm_bf16_seed1
+    # an LMM retrained in float32 (the card's recipe with --no-bf16), the shipped tokenizer and
+    # judges linked beside it in runs/pg/ck_fp32/, then Pigeon on it in float32 and in bf16:
+    python -m drclib.train backbone --concepts core --threads 1 --no-bf16 --state-dir runs/pg/st_lmm --out runs/pg/ck_fp32/lmm
+    DRC_CHECKPOINTS=runs/pg/ck_fp32 python -m drclib.train baseline --method pigeon --no-bf16 --threads 1 \\
+        --state-dir runs/pg/st_d --out runs/pg/fp32_lmm_fp32
+    DRC_CHECKPOINTS=runs/pg/ck_fp32 python -m drclib.train baseline --method pigeon --threads 1 \\
+        --state-dir runs/pg/st_e --out runs/pg/fp32_lmm_bf16
     python benchmarks/pigeon_lmm.py card=data/checkpoints/pigeon \\
         fifth_run=runs/full-pretrained/checkpoints/pigeon shipped_lmm_bf16=runs/pg/shipped_lmm_bf16 \\
         retrained_lmm_fp32=runs/pg/retrained_lmm_fp32 retrained_lmm_bf16_seed1=runs/pg/retrained_lmm_bf16_seed1 \\
-        --float32 card --out data/results/pigeon_lmm.json
+        fp32_lmm_fp32=runs/pg/fp32_lmm_fp32 fp32_lmm_bf16=runs/pg/fp32_lmm_bf16 --float32 card
 
 Each card scores its own pipeline with the shipped judges on 300 test samples of ``sample`` and
 all 64 of ``heldout`` (the training command's protocol, the same for every row; seed 1's samples
@@ -39,6 +46,7 @@ import numpy as np
 
 from drclib.drc import lmm_fingerprint
 from drclib.io import read_json, write_json
+from drclib.judges.metrics import rate_se
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("both", "emoji_top1", "style_acc", "collapse_reference")
@@ -56,10 +64,6 @@ def _card(folder: str) -> dict:
     if extra.get("method") != "pigeon":
         raise SystemExit(f"{path} is a {extra.get('method')!r} card, not Pigeon's")
     return extra
-
-
-def _se(p: float, n: int) -> float:
-    return float(np.sqrt(max(p * (1 - p), 0.0) / n)) if n else float("nan")
 
 
 def precision(extra: dict, float32: bool = False) -> str:
@@ -81,7 +85,7 @@ def entry(extra: dict, shipped_lmm: str, float32: bool = False) -> dict:
     scores = {}
     for split, rows in extra["evaluation"].items():
         r = rows["pigeon"]
-        scores[split] = {k: {"value": round(float(r[k]), 4), "se": round(_se(float(r[k]), int(r["n"])), 4)}
+        scores[split] = {k: {"value": round(float(r[k]), 4), "se": round(rate_se(float(r[k]), int(r["n"])), 4)}
                          for k in FIGURES} | {"n": int(r["n"])}
     lmm = extra.get("lmm", {}).get("sha256", "")
     return {"command": extra.get("command"), "machine": extra.get("machine"), "train_minutes": extra.get("train_minutes"),
