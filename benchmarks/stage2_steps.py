@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from drclib.io import read_json, write_json
+from drclib.judges.metrics import rate_se
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_STEPS = (25, 50, 75, 100, 150, 200)
@@ -33,10 +34,6 @@ def _card(folder: str) -> dict:
     if not (path / "config.json").is_file():
         raise SystemExit(f"no stage-2 card at {path / 'config.json'}: train it first (see this script's docstring)")
     return read_json(path / "config.json")["extra"]
-
-
-def _se(p: float, n: int) -> float:
-    return float(np.sqrt(max(p * (1 - p), 0.0) / n)) if n else float("nan")
 
 
 def entry(extra: dict) -> dict:
@@ -53,7 +50,7 @@ def entry(extra: dict) -> dict:
         for name in ("drc", "stage1_only"):
             r = rows[name]
             scores.setdefault(split, {})[name] = {
-                k: {"value": round(float(r[k]), 4), "se": round(_se(float(r[k]), int(r["n"])), 4)}
+                k: {"value": round(float(r[k]), 4), "se": round(rate_se(float(r[k]), int(r["n"])), 4)}
                 for k in ("both", "emoji_top1", "style_acc", "collapse_reference")} | {"n": int(r["n"])}
     return {"command": extra.get("command"), "steps": extra["stage2"]["steps"], "lr": extra["stage2"]["lr"],
             "warmup": extra["stage2"].get("warmup"), "stage1": extra.get("stage1"),
