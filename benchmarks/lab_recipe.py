@@ -12,6 +12,9 @@
     # (that run trained the LMM in bf16; make all now trains it in float32 as its card was:)
     python benchmarks/lab_recipe.py --run runs/full-pretrained --out data/results/card_pretrained_fp32lmm.json
 
+    make all PROFILE=full FROM_SCRATCH=1                                 # every part, the cards' recipes
+    python benchmarks/lab_recipe.py --run runs/full --out data/results/card_scratch.json
+
 Reads the run's time table (``runs/full-lab/reproduce.json``) and compares what it trained with
 the shipped cards, under one yardstick:
 

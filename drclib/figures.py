@@ -44,6 +44,7 @@ SOURCES = {
     "lab_pretrained_s2_200": "data/results/lab_pretrained_s2_200.json",
     "card_pretrained": "data/results/card_pretrained.json",
     "card_pretrained_fp32lmm": "data/results/card_pretrained_fp32lmm.json",
+    "card_scratch": "data/results/card_scratch.json",
     "pigeon_lmm": "data/results/pigeon_lmm.json",
     "style_probe": "data/results/style_probe.json",
     "notebook_lanes": "data/results/notebook_lanes.json",
@@ -145,6 +146,7 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     ``lab_pretrained_s2_200`` its fourth (stage 2 at its card's 200 steps, the notebooks in lanes),
     ``card_pretrained`` the cards' own recipes with the same parts given (``PRETRAINED=paper``),
     ``card_pretrained_fp32lmm`` the same with the pocket LMM trained in float32 (``--no-bf16``),
+    ``card_scratch`` every part from scratch at its card's recipe (``FROM_SCRATCH=1`` alone),
     ``lab_pretrained_lmm800`` its first run (the LMM at the then lab recipe's 800 steps, the encoder
     retrained)."""
     from drclib import evaluation
@@ -157,7 +159,7 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
                               expected_minutes("lab"), done=pretrained_parts("paper"))
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
     if name in ("lab", "lab_pretrained", "lab_pretrained_s2_200", "card_pretrained", "card_pretrained_fp32lmm",
-                "lab_pretrained_lmm800"):   # a lab retrain against the cards (argument: times, parts or judged)
+                "card_scratch", "lab_pretrained_lmm800"):   # a lab retrain against the cards (argument: times, parts or judged)
         from drclib.yardstick import CARD_METRICS, comparison_table, retrain_time_table
 
         record = _load(name, str(root or repo_root()))
