@@ -73,6 +73,12 @@ def resolve_bf16(bf16: bool | None, device: str | torch.device) -> bool:
     return bf16_fast(device) if bf16 is None else bool(bf16)
 
 
+def bf16_from_flag(no_bf16: bool, device: str | torch.device) -> bool:
+    """The precision a training command runs in: float32 when given ``--no-bf16``, else bf16
+    autocast where it is fast (:func:`bf16_fast`). Resolved, so a card records what ran."""
+    return resolve_bf16(False if no_bf16 else None, device)
+
+
 def seed_everything(seed: int) -> int:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and all GPUs).
 

@@ -68,3 +68,11 @@ def test_cpu_matrix_isa_names_the_fastest_instructions():
     assert cpu_matrix_isa(set()) == ""
     line = describe_machine("cpu")
     assert line.endswith("cores, device cpu") and "()" not in line
+
+
+def test_bf16_from_flag_resolves_what_a_command_runs_in():
+    """--no-bf16 means float32; without it, bf16 where it is fast. Never None, so cards record it."""
+    from drclib.runtime import bf16_fast, bf16_from_flag
+
+    assert bf16_from_flag(True, "cpu") is False
+    assert bf16_from_flag(False, "cpu") is bf16_fast("cpu")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
-from drclib.runtime import describe_machine, resolve_bf16
+from drclib.runtime import bf16_from_flag, describe_machine, resolve_bf16
 from drclib.train.cards import concept_record, model_stickers, previous_lines
 from drclib.train.loop import IGNORE, batch_indices, downsample, load_training_state, lr_at, save_training_state
 
@@ -396,7 +396,7 @@ def train_backbone_command(args) -> int:
 
         codes = augmented_codes(tokenizer, stickers, args.copies, seed=args.seed)
     cfg = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         i2t_fraction=args.i2t_fraction, bf16=resolve_bf16(False if args.no_bf16 else None, device), warmup=args.warmup,
+                         i2t_fraction=args.i2t_fraction, bf16=bf16_from_flag(args.no_bf16, device), warmup=args.warmup,
                          hybrid_fraction=args.hybrid_fraction, unconditional_fraction=args.unconditional_fraction,
                          interleaved_fraction=args.interleaved_fraction, factor_dropout=args.factor_dropout,
                          augment_prob=args.augment if args.copies > 1 else 0.0)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from drclib.backbone import PocketLMM
-from drclib.runtime import describe_machine, resolve_bf16
+from drclib.runtime import bf16_from_flag, describe_machine
 from drclib.train.cards import concept_record
 from drclib.train.loop import downsample, drc_trainables
 from drclib.train.stage2 import Stage2Config, sft_loop, stage2_card
@@ -118,9 +118,8 @@ def train_baseline_command(args) -> int:
     codes = sticker_codes(tokenizer, stickers)
     data = make_dataset(stickers, args.profile, seed=args.seed)
     prompter = InterleavedPrompter(InterleavedConfig(dim=lmm.config.hidden_size, mask_generator=args.method == "pigeon"))
-    # resolved here, so the card records the precision that ran (None would hide it)
     cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=False,
-                       bf16=resolve_bf16(False if getattr(args, "no_bf16", False) else None, device))
+                       bf16=bf16_from_flag(args.no_bf16, device))
     t0 = time.perf_counter()
     history = train_baseline(prompter, lmm, codes, data.samples, data.splits["sample"].train, cfg, device=device,
                              checkpoint_dir=args.state_dir)

@@ -17,7 +17,7 @@ import torch
 from drclib.backbone import PocketLMM
 from drclib.io import repo_relative
 from drclib.pipeline import default_stage1_dir, shipped_stage2_dir
-from drclib.runtime import describe_machine, resolve_bf16
+from drclib.runtime import bf16_from_flag, describe_machine, resolve_bf16
 from drclib.train.cards import concept_record
 from drclib.train.loop import (
     batch_indices,
@@ -209,7 +209,7 @@ def train_stage2_command(args) -> int:
     weight = float(s1_info.get("caption_weight", 0.0)) if drc.config.z_space in ("words", "slots") else 0.0
     cfg = Stage2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        augment=not args.no_augment, lora_rank=s1_rank, caption_weight=weight,
-                       bf16=False if getattr(args, "no_bf16", False) else None)
+                       bf16=bf16_from_flag(args.no_bf16, device))
     from drclib.drc import caption_words
 
     captions = (caption_words(lmm, stickers, drc.config.n_latent,
