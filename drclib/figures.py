@@ -139,16 +139,10 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     """A generated table: ``eval-truth`` / ``eval-paper`` (argument: the split) of the shipped
     evaluation, ``eval_sweep-truth`` / ``eval_sweep-paper`` of the per-sample alpha_m run; ``plan``
     (argument: lanes, or ``lab-paper`` for ``RECIPE=lab PRETRAINED=paper``) the from-scratch
-    schedule of :func:`drclib.reproduce.plan_table`; ``lab``
-    (argument: ``times``, ``parts`` or ``judged``) the lab retrain against the cards, and
-    ``lab_pretrained`` (same arguments) the lab retrain with the paper's pretrained parts kept
-    (``RECIPE=lab PRETRAINED=paper``, its third run: stage 2 at 100 steps),
-    ``lab_pretrained_s2_200`` its fourth (stage 2 at its card's 200 steps, the notebooks in lanes),
-    ``card_pretrained`` the cards' own recipes with the same parts given (``PRETRAINED=paper``),
-    ``card_pretrained_fp32lmm`` the same with the pocket LMM trained in float32 (``--no-bf16``),
-    ``card_scratch`` every part from scratch at its card's recipe (``FROM_SCRATCH=1`` alone),
-    ``lab_pretrained_lmm800`` its first run (the LMM at the then lab recipe's 800 steps, the encoder
-    retrained)."""
+    schedule of :func:`drclib.reproduce.plan_table`; and any source that
+    ``benchmarks/lab_recipe.py`` wrote (a retrain against the shipped cards: ``lab``,
+    ``lab_pretrained``, ``card_pretrained``, ``card_scratch``, ...; RESULTS section 7 says which run
+    each is), with the argument ``times``, ``parts`` or ``judged``."""
     from drclib import evaluation
 
     if name == "plan":      # make all's from-scratch schedule (argument: lanes, or lab-paper), from the cards' minutes
@@ -158,8 +152,8 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
             return plan_table(training_steps("runs/full/state", "runs/full/checkpoints", "lab"), 2,
                               expected_minutes("lab"), done=pretrained_parts("paper"))
         return plan_table(training_steps("runs/full/state", "runs/full/checkpoints"), int(arg or 2))
-    if name in ("lab", "lab_pretrained", "lab_pretrained_s2_200", "card_pretrained", "card_pretrained_fp32lmm",
-                "card_scratch", "lab_pretrained_lmm800"):   # a lab retrain against the cards (argument: times, parts or judged)
+    if name in SOURCES and "compared" in _load(name, str(root or repo_root())):
+        # a retrain against the cards (benchmarks/lab_recipe.py's JSON; argument: times, parts or judged)
         from drclib.yardstick import CARD_METRICS, comparison_table, retrain_time_table
 
         record = _load(name, str(root or repo_root()))
