@@ -6,16 +6,20 @@ encode 4 x 4-pixel patches, and their embeddings carry almost none (a linear pro
 emoji of a held-out cell from them a fraction of the time; RESULTS.md section 1). So the kit
 gives the towers what LaVIT's ViT gives them: features of the image trained against captions.
 
-:class:`SemanticEncoder` reads an image as its 64 visual codes (the same ids the LMM reads)
-and returns 64 feature tokens, one per grid position, ``[B, 64, d]``:
+:class:`SemanticEncoder` reads an image's pixels and returns 64 feature tokens, one per cell
+of the 8 x 8 grid the tokenizer's visual codes live on (each token sits over the 4 x 4-pixel
+patch that one code encodes), ``[B, 64, d]``:
 
-    codes [B, 64] -> code embedding on the 8 x 8 grid -> residual conv blocks -> tokens [B, 64, d]
+    pixels [B, 3, 32, 32] -> conv stem -> two stride-2 convs with residual blocks -> tokens [B, 64, d]
 
 It is trained CLIP-style (:func:`train_encoder`) against the kit's captions, "a sticker of
 <emoji> in <style> style", split in their two parts: the mean of its tokens, projected two
 ways, must pick the image's emoji part among every emoji's and its style part among the six,
-whose embeddings come from a small bag-of-words text encoder trained with it. Images are augmented in pixels (shifts, scale) and re-encoded by the tokenizer, so
-the encoder sees each cell under many code sequences. Held-out cells are never used.
+whose embeddings come from a small bag-of-words text encoder trained with it. Images are
+augmented in pixels (shifts, scale, rotation, decoder-like blur; half of each batch recoloured,
+and only the other half meets the style part, since colour is part of a style), and half of
+them are first swapped for their tokenizer round trip, so the encoder reads decoded images
+(what a generated sticker is) as well as real ones. Held-out cells are never used.
 
 :func:`linear_probe` is the test the kit sizes it by: softmax regression on the features of
 training cells, scored on held-out cells (emoji and style).
