@@ -336,12 +336,15 @@ class Progress:
         return (f"[{len(self.done)}/{len(self.parts)} done] |{bar:<{self.width}}| {100 * frac:3.0f}% {what}  "
                 f"elapsed {_clock(time.perf_counter() - self.start)}, about {_clock(left)} left")
 
-    def finish(self, part: str, seconds: float, ran: bool = True) -> None:
+    def finish(self, part: str, seconds: float, ran: bool = True, threads: int = 1) -> None:
+        """Record that ``part`` took ``seconds`` (``ran=False``: it was reused). A part that ran
+        on two ``threads`` is held to its expected one-thread time over :data:`TWO_THREADS`, so
+        the pace compares like with like."""
         self.done[part] = seconds if ran else 0.0
         if not ran:
             self.reused.add(part)
         if ran and self._expected(part) >= 60.0:
-            self.expected_done += self._expected(part)
+            self.expected_done += self._expected(part) / (TWO_THREADS if threads >= 2 else 1.0)
             self.spent += seconds
 
 
@@ -499,6 +502,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
     waiting = _waiting(steps)
     todo = [s for s in steps if s.name not in status]
     running: dict[str, tuple] = {}          # name -> (process, log file, start)
+    threads_of: dict[str, int] = {}         # name -> the torch threads it was given
     failed: list[str] = []
     last_line = 0.0
 
@@ -529,6 +533,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
             proc = subprocess.Popen(step.args, cwd=root, env=thread_env(threads),
                                     stdout=log, stderr=subprocess.STDOUT)
             running[step.name] = (proc, log, time.perf_counter())
+            threads_of[step.name] = threads
             say(f"start {step.name}" + (" (alone: two threads)" if solo else ""))
         if not running:
             if failed or todo:
@@ -545,7 +550,7 @@ def run_lanes(steps: list[Step], root: Path, logs: Path, lanes: int = 2, *, prog
             if proc.returncode == 0:
                 times[name], status[name] = sec, "trained"
                 if progress:
-                    progress.finish(name, sec)
+                    progress.finish(name, sec, threads=threads_of[name])
                 say(f"done {name} in {_clock(sec)}")
             else:
                 failed.append(f"{name} (exit {proc.returncode}; log {logs / _log_name(name)})")
@@ -669,7 +674,7 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         subprocess.run(step.args, cwd=root, check=True)
         times[step.name] = time.perf_counter() - t0
         status[step.name] = "trained"
-        progress.finish(step.name, times[step.name])
+        progress.finish(step.name, times[step.name], threads=2)     # one at a time: torch's threads, both cores
         print(f"      trained in {_clock(times[step.name])}", flush=True)
     if evaluate:
         print(progress.line("evaluation"), flush=True)

@@ -189,6 +189,13 @@ def test_progress_line_and_time_table():
     third = pr.line("evaluation")
     assert _seconds(third.rsplit("about ", 1)[1].split(" left")[0]) == pytest.approx(
         EXPECTED_MINUTES["evaluation"] * 60 * 2, abs=2)
+    # a part that ran alone on both threads is held to its one-thread time over TWO_THREADS: the
+    # AMD run's LMM took 9.3 min on two threads, 0.51 of the 18.2 one-thread minutes but 0.87 of 10.7
+    from drclib.reproduce import TWO_THREADS
+
+    two = Progress(["pocket LMM", "evaluation"])
+    two.finish("pocket LMM", EXPECTED_MINUTES["pocket LMM"] * 60 / TWO_THREADS, threads=2)
+    assert two.pace == pytest.approx(1.0)
     table = time_table({"seconds": {"pocket LMM": 600.0}, "status": {"pocket LMM": "trained"}, "total_seconds": 660.0})
     assert "| pocket LMM | trained | 10.0 | 18.2 |" in table and "**11.0**" in table
     lab = time_table({"recipe": "lab", "seconds": {"semantic encoder": 600.0}, "status": {}, "total_seconds": 600.0})
@@ -499,3 +506,4 @@ def test_stage1_steps_reads_cards_side_by_side(tmp_path):
     assert got["lmm"]["shipped"]["steps"] == 1200
     with pytest.raises(SystemExit, match="no card at"):
         mod.main([f"missing={tmp_path / 'nothing'}", "--out", str(out)])
+
