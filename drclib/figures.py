@@ -16,7 +16,7 @@ number for a list item) then ``|format``. Formats: ``rate`` (``0.350 ±
 0.034``, the standard error from the nearest ``n`` above the value; ``rate2`` with two
 decimals), ``pct`` (``35%``),
 ``pct1`` (``35.0%``), ``pctse`` (``35% ± 3``), ``f1``/``f2``/``f3`` (decimals), ``int``.
-``python -m drclib.figures --check`` (and ``tests/test_figures.py``) fails when a document's
+``python -m drclib.figures`` (without ``--write``; and ``tests/test_figures.py``) fails when a document's
 figure no longer matches its source. Markers render as nothing on GitHub and in Jupyter.
 """
 
@@ -45,6 +45,9 @@ SOURCES = {
     "card_pretrained": "data/results/card_pretrained.json",
     "card_pretrained_fp32lmm": "data/results/card_pretrained_fp32lmm.json",
     "card_scratch": "data/results/card_scratch.json",
+    "card_pretrained_amd": "data/results/card_pretrained_amd.json",
+    "replicates": "data/results/replicates.json",
+    "lmm_seeds": "data/results/lmm_seeds.json",
     "pigeon_lmm": "data/results/pigeon_lmm.json",
     "style_probe": "data/results/style_probe.json",
     "notebook_lanes": "data/results/notebook_lanes.json",
@@ -142,7 +145,8 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
     schedule of :func:`drclib.reproduce.plan_table`; and any source that
     ``benchmarks/lab_recipe.py`` wrote (a retrain against the shipped cards: ``lab``,
     ``lab_pretrained``, ``card_pretrained``, ``card_scratch``, ...; RESULTS section 7 says which run
-    each is), with the argument ``times``, ``parts`` or ``judged``."""
+    each is), with the argument ``times``, ``parts`` or ``judged``; and, without an argument, the
+    markdown ``table`` a benchmark wrote into its JSON (``lmm_seeds``, ``replicates``, ...)."""
     from drclib import evaluation
 
     if name == "plan":      # make all's from-scratch schedule (argument: lanes, or lab-paper), from the cards' minutes
@@ -165,6 +169,8 @@ def table(name: str, arg: str = "", root: str | Path | None = None) -> str:
             return comparison_table(record, card_parts) if arg == "parts" else \
                 comparison_table(record, judged, ("both", "collapse_reference"))
         raise KeyError(f"table {name!r}: argument must be times, parts or judged, got {arg!r}")
+    if name in SOURCES and not arg and isinstance(_load(name, str(root or repo_root())).get("table"), str):
+        return _load(name, str(root or repo_root()))["table"]      # a benchmark's own table, as it printed it
     source, _, kind = name.rpartition("-")
     if source not in ("eval", "eval_sweep") or kind not in ("truth", "paper"):
         raise KeyError(f"unknown table {name!r}: use eval-truth, eval-paper, eval_sweep-truth or eval_sweep-paper")

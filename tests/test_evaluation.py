@@ -507,3 +507,63 @@ def test_stage1_steps_reads_cards_side_by_side(tmp_path):
     with pytest.raises(SystemExit, match="no card at"):
         mod.main([f"missing={tmp_path / 'nothing'}", "--out", str(out)])
 
+
+def test_lmm_seeds_spread_and_placement(tmp_path):
+    import importlib.util
+    import math
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("lmm_seeds", repo_root() / "benchmarks" / "lmm_seeds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def fake(both: float) -> dict:
+        cells = {"emoji_top1": 1.0, "both": both, "style_acc": both, "n_cells": 300}
+        return {"train_minutes": 1.0, "train_cells": dict(cells), "heldout_cells": dict(cells, n_cells=64)}
+
+    s = mod.spread({"a": fake(0.8), "b": fake(0.9)})["train_cells.both"]
+    assert s["values"] == [0.8, 0.9] and math.isclose(s["mean"], 0.85)
+    assert math.isclose(s["sd"], math.sqrt(0.005))                      # n - 1 in the denominator
+    assert math.isclose(s["binomial_se"], math.sqrt(0.85 * 0.15 / 300))
+    assert mod.spread({"a": fake(0.8), "b": fake(0.8)})["train_cells.emoji_top1"]["sd"] == 0.0
+    (tmp_path / "card_x.json").write_text(json.dumps(
+        {"by_part": {"pocket LMM": {"train_cells.both": {"shipped": 0.9, "retrained": 0.85 - 2 * math.sqrt(0.005)}}}}))
+    (tmp_path / "card_y.json").write_text(json.dumps({"by_part": {"semantic encoder": {}}}))   # no LMM: skipped
+    placed = mod.retrains(tmp_path, mod.spread({"a": fake(0.8), "b": fake(0.9)}))
+    assert list(placed) == ["card_x"] and math.isclose(placed["card_x"]["train_cells.both"]["z"], -2.0)
+    with pytest.raises(SystemExit, match="no trained LMM"):
+        mod.main(["--seeds", "7", "--root", str(tmp_path), "--with", f"x={tmp_path / 'none'}"])
+
+
+def test_replicates_compares_runs_of_one_command(tmp_path):
+    import importlib.util
+    import math
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("replicates", repo_root() / "benchmarks" / "replicates.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def entry(part, shipped, retrained, n=100, se=True):
+        var = shipped * (1 - shipped) + retrained * (1 - retrained)
+        return {"part": part, "key": f"{part}.both", "what": "both", "shipped": shipped, "retrained": retrained,
+                "diff": retrained - shipped, "se_diff": math.sqrt(var / n) if se else None}
+
+    assert math.isclose(mod.n_cells(entry("a", 0.5, 0.4, n=64)), 64)
+    psnr = dict(entry("a", 0.5, 0.5), shipped=24.3, retrained=24.1, se_diff=0.23)
+    assert mod.n_cells(psnr) is None                                  # not a rate (PSNR): no binomial SE
+    a = {"run_command": "make all", "compared": [entry("lmm", 0.8, 0.8), entry("drc", 0.5, 0.5), entry("x", 0.5, 0.5, se=False)]}
+    b = {"run_command": "make all", "compared": [entry("lmm", 0.8, 0.7), entry("drc", 0.5, 0.5)]}
+    got = mod.compare({"a": a, "b": b})
+    assert [r["part"] for r in got["rows"]] == ["lmm", "drc"]        # "x" has no SE, and b lacks it
+    z = got["rows"][0]["pairs"]["a - b"]["z"]
+    assert math.isclose(z, 0.1 / math.sqrt((0.16 + 0.21) / 100))
+    assert got["summary"]["between_runs"] == {"n": 2, "within_2se": 1 + (abs(z) <= 2), "rms_z": math.sqrt(z * z / 2)}
+    for name, run in (("a", a), ("b", dict(b, run_command="make all RECIPE=lab"))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    with pytest.raises(SystemExit, match="not replicates"):
+        mod.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "o.json")])
+    with pytest.raises(SystemExit, match="no such file"):
+        mod.main([str(tmp_path / "a.json"), str(tmp_path / "nothing.json")])
