@@ -48,6 +48,7 @@ SOURCES = {
     "card_pretrained_amd": "data/results/card_pretrained_amd.json",
     "replicates": "data/results/replicates.json",
     "lmm_seeds": "data/results/lmm_seeds.json",
+    "stage1_lmm_seeds": "data/results/stage1_lmm_seeds.json",
     "pigeon_lmm": "data/results/pigeon_lmm.json",
     "style_probe": "data/results/style_probe.json",
     "notebook_lanes": "data/results/notebook_lanes.json",
