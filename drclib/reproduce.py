@@ -337,9 +337,10 @@ class Progress:
                 f"elapsed {_clock(time.perf_counter() - self.start)}, about {_clock(left)} left")
 
     def finish(self, part: str, seconds: float, ran: bool = True, threads: int = 1) -> None:
-        """Record that ``part`` took ``seconds`` (``ran=False``: it was reused). A part that ran
-        on two ``threads`` is held to its expected one-thread time over :data:`TWO_THREADS`, so
-        the pace compares like with like."""
+        """Record that ``part`` took ``seconds`` (``ran=False``: it was reused). In two lanes a part
+        that ran alone on two ``threads`` is held to its expected one-thread time over
+        :data:`TWO_THREADS`, as :func:`plan` counts it, so the pace compares like with like; one at a
+        time (``--lanes 1``) every part is held to its one-thread time, as :meth:`line` counts what is left."""
         self.done[part] = seconds if ran else 0.0
         if not ran:
             self.reused.add(part)
@@ -674,7 +675,8 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         subprocess.run(step.args, cwd=root, check=True)
         times[step.name] = time.perf_counter() - t0
         status[step.name] = "trained"
-        progress.finish(step.name, times[step.name], threads=2)     # one at a time: torch's threads, both cores
+        # one at a time (torch's threads): held to the one-thread minutes, as line() counts what is left
+        progress.finish(step.name, times[step.name])
         print(f"      trained in {_clock(times[step.name])}", flush=True)
     if evaluate:
         print(progress.line("evaluation"), flush=True)
