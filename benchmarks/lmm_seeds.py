@@ -73,15 +73,19 @@ def train(todo: dict, lanes: int = 2) -> None:
 
 
 def spread(rows: dict) -> dict:
-    """Per figure: the runs' values, their mean, the standard deviation across runs (n - 1) and
-    the binomial standard error of one run's figure at the mean (its scoring noise)."""
+    """Per figure: the runs' values, their mean, the standard deviation across runs (n - 1), the
+    lowest and highest with the runs that gave them, and the binomial standard error of one
+    run's figure at the mean (its scoring noise)."""
     out = {}
     for split, fig in FIGURES:
         vals = [r[split][fig] for r in rows.values()]
+        names = list(rows)
         n_cells = min(r[split]["n_cells"] for r in rows.values())
         mean = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+        lo, hi = min(range(len(vals)), key=vals.__getitem__), max(range(len(vals)), key=vals.__getitem__)
         out[f"{split}.{fig}"] = {"values": vals, "mean": mean, "sd": sd, "n_runs": len(vals),
+                                 "min": vals[lo], "min_run": names[lo], "max": vals[hi], "max_run": names[hi],
                                  "binomial_se": math.sqrt(max(mean * (1 - mean), 0.0) / n_cells), "n_cells": n_cells}
     return out
 

@@ -524,6 +524,7 @@ def test_lmm_seeds_spread_and_placement(tmp_path):
 
     s = mod.spread({"a": fake(0.8), "b": fake(0.9)})["train_cells.both"]
     assert s["values"] == [0.8, 0.9] and math.isclose(s["mean"], 0.85)
+    assert (s["min"], s["min_run"], s["max"], s["max_run"]) == (0.8, "a", 0.9, "b")
     assert math.isclose(s["sd"], math.sqrt(0.005))                      # n - 1 in the denominator
     assert math.isclose(s["binomial_se"], math.sqrt(0.85 * 0.15 / 300))
     assert mod.spread({"a": fake(0.8), "b": fake(0.8)})["train_cells.emoji_top1"]["sd"] == 0.0
