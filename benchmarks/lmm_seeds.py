@@ -10,7 +10,7 @@ same recipe on the same data draws different cells right. This script measures t
 the LMM with ``make all``'s recipe (``python -m drclib.train backbone --concepts core --no-bf16``:
 the card's 1,200 steps of batch 32, float32, on the shipped tokenizer and judges) for each of
 ``--seeds`` (``--train`` trains the missing ones, two at a time, one torch thread each: about
-15 minutes for two on the 2-core machine), reads each card's own evaluation (greedy
+17 minutes for two on the 2-core AMD EPYC), reads each card's own evaluation (greedy
 text-to-image, 300 training cells and the 64 held-out cells, the judges' argmax over `core`),
 and prints, beside the shipped LMM (seed 0), each seed's figures and their spread: the mean and
 the standard deviation across runs, against the binomial standard error of one run's figure.
