@@ -36,8 +36,9 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
 - **Progress**: one line with the part (in two lanes: the parts running, each with the last
   progress line of its log: steps done, steps/s and its own time left, printed when a part
   starts or ends and every minute), a bar over the whole run and an estimate of the time left
-  (:data:`EXPECTED_MINUTES`, the cards' times on the 2-core machine, scaled by how fast this
-  run has been so far; in two lanes, the :func:`plan` of what remains); the training commands
+  (:data:`EXPECTED_MINUTES`, the cards' times on the 2-core machine, scaled first by the pace of
+  earlier runs on a machine like this one (:func:`measured_pace`), then more and more by how fast
+  this run has been; in two lanes, the :func:`plan` of what remains); the training commands
   print their own bars with steps/s (and tokens/s for the LMM) and their time left. At the end, a table of the time
   of every part and the total (also in ``runs/<profile>/reproduce.json``).
 """
@@ -273,6 +274,36 @@ it per part (``second_thread`` in data/results/speed.json: 1.4x to 1.7x for LMM 
 stage 1 and stage 2)."""
 
 
+def measured_pace(machine: str | None = None, results: Path | None = None) -> tuple[float, list[str]] | None:
+    """How fast ``make all`` (two lanes) ran on a machine like this one: for each retrain that
+    ``benchmarks/lab_recipe.py`` recorded (``data/results/card_*.json``) on ``machine``
+    (:func:`drclib.runtime.describe_machine`), its minutes over its :func:`plan`'s by :data:`EXPECTED_MINUTES`
+    (with the evaluation and notebooks); the mean and the files, or ``None`` when there is none. The
+    cards come from one slower, float32-only machine: this is the better first guess of the time left."""
+    from drclib.runtime import describe_machine
+
+    machine = machine or describe_machine("cpu")
+    paces, names = [], []
+    for f in sorted((results or repo_root() / "data" / "results").glob("card_*.json")):
+        try:
+            d = json.loads(f.read_text())
+            if d.get("machine") != machine or "LANES=1" in d.get("run_command", ""):
+                continue
+            expected = expected_minutes(d.get("recipe", "card"))
+            steps = training_steps("state", "checkpoints", d.get("recipe", "card"))
+            planned = (makespan(plan(steps, 2, expected, done=set(d.get("pretrained", ()))))
+                       + sum(expected[p] for p in ("evaluation", "notebooks") if p in d["minutes"]))
+            paces.append(float(d["total_minutes"]) / planned)
+            names.append(f.name)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue                        # not a retrain's record: nothing to learn from it
+    return (sum(paces) / len(paces), names) if paces else None
+
+
+PRIOR_WEIGHT = 20.0
+"""The expected minutes (about one large part) :func:`measured_pace` counts as in :attr:`Progress.pace`."""
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
@@ -283,8 +314,8 @@ class Progress:
     """The overall progress of ``make all``: which part runs, a bar over the whole run (weighted
     by :data:`EXPECTED_MINUTES`) and an estimate of the time left."""
 
-    def __init__(self, parts: list[str], width: int = 24, expected: dict | None = None):
-        self.parts, self.width = parts, width
+    def __init__(self, parts: list[str], width: int = 24, expected: dict | None = None, prior_pace: float | None = None):
+        self.parts, self.width, self.prior_pace = parts, width, prior_pace
         self.expected = EXPECTED_MINUTES if expected is None else expected
         self.start = time.perf_counter()
         self.done: dict[str, float] = {}       # part -> seconds it took (0 when reused)
@@ -324,8 +355,12 @@ class Progress:
     def pace(self) -> float:
         """How this run's parts compare with their expected time (seconds taken / expected), over
         the parts expected to take a minute or more (a few-second data check says nothing about
-        the pace); 1 until one of those has finished."""
-        return self.spent / self.expected_done if self.expected_done > 0 else 1.0
+        the pace). With a ``prior_pace`` (:func:`measured_pace`) that counts as :data:`PRIOR_WEIGHT`
+        expected minutes beside them; without one, 1 until one of those parts has finished."""
+        if self.prior_pace is None:
+            return self.spent / self.expected_done if self.expected_done > 0 else 1.0
+        w = 60.0 * PRIOR_WEIGHT
+        return (self.spent + self.prior_pace * w) / (self.expected_done + w)
 
     def lanes_line(self, event: str, running: list[str], left: float) -> str:
         """``[3/17 done] |#####...| 31% start pocket LMM; running: ...; elapsed 0:41:02, about 1:10:00 left``."""
@@ -639,7 +674,10 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
             print(f"      pretrained: copied the shipped {Path(folder).name} to {folder}", flush=True)
     expected = expected_minutes(recipe)
     parts = ["data check"] + [s.name for s in steps] + ["evaluation"] * int(evaluate) + ["notebooks"] * int(notebooks)
-    progress = Progress(parts, expected=expected)
+    measured = measured_pace()
+    progress = Progress(parts, expected=expected, prior_pace=measured[0] if measured else None)
+    print("      time left: the cards' minutes x " + (f"{measured[0]:.2f}, the pace of {', '.join(measured[1])} (runs on "
+          "this machine), then this run's" if measured else "this run's pace (no earlier run on this machine)"), flush=True)
     for step in steps:                          # pretrained, copied or resumed: nothing to wait for
         if step.done(root):
             progress.finish(step.name, 0.0, ran=False)
@@ -655,8 +693,8 @@ def reproduce(profile: str = "full", *, notebooks: bool = True, evaluate: bool =
         if todo:
             done_names = {s.name for s in steps if s.done(root)}
             print(f"      training {len(todo)} parts in {lanes} lanes (one torch thread each; logs in "
-                  f"runs/{name}/logs/): about {_clock(60 * makespan(plan(steps, lanes, expected, done=done_names)))} "
-                  f"by the cards' times, against {_clock(60 * makespan(plan(steps, 1, expected, done=done_names)))} "
+                  f"runs/{name}/logs/): about {_clock(60 * progress.pace * makespan(plan(steps, lanes, expected, done=done_names)))}, "
+                  f"against {_clock(60 * progress.pace * makespan(plan(steps, 1, expected, done=done_names)))} "
                   f"one at a time", flush=True)
         t, st = run_lanes(steps, root, runs / "logs", lanes, progress=progress, expected=expected)
         times.update(t)
@@ -744,8 +782,13 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(str(e))
     if args.plan:
-        print(plan_table(training_steps(f"runs/{args.profile}/state", recipe=args.recipe), args.lanes,
-                         expected_minutes(args.recipe), done=pretrained_parts(args.pretrained)))
+        steps, expected = training_steps(f"runs/{args.profile}/state", recipe=args.recipe), expected_minutes(args.recipe)
+        print(plan_table(steps, args.lanes, expected, done=pretrained_parts(args.pretrained)))
+        if (measured := measured_pace()) and args.lanes == 2:
+            total = makespan(plan(steps, 2, expected, done=set(pretrained_parts(args.pretrained)))) + sum(
+                expected[p] for p in ("evaluation", "notebooks"))
+            print(f"\nOn this machine: about {total * measured[0]:.0f} minutes (the cards' {total:.0f} at the pace of "
+                  f"{', '.join(measured[1])}, measured here)")
         return 0
     reproduce(args.profile, notebooks=not args.no_notebooks, evaluate=not args.no_evaluation,
               train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch,
