@@ -61,6 +61,27 @@ def test_training_learns_and_gradients_reach_the_text_side(tiny_stickers):
     assert enc.training_info["vocab"][0] == "<pad>"
 
 
+def test_style_weight_scales_the_style_part(tiny_stickers):
+    """style_weight 0 leaves the style part untrained: the style text side gets no gradient
+    (weight decay aside), so its word embeddings of "in <style> style" stay where they started."""
+    from drclib.data import heldout_cells
+
+    cells = np.argwhere(~heldout_cells(tiny_stickers))[:64]
+    small = EncoderConfig(n_words=len(caption_parts(tiny_stickers)[0]), widths=(8, 16, 16), dim=16, embed_dim=16)
+    vocab, parts = caption_parts(tiny_stickers)
+    only_style = sorted(set(parts["style"][0].flatten().tolist()) - set(parts["emoji"][0].flatten().tolist()) - {0})
+    moved = {}
+    for w in (0.0, 4.0):
+        torch.manual_seed(0)
+        start = SemanticEncoder(small).word_emb.weight[only_style].clone()
+        enc, _ = train_encoder(tiny_stickers, cells, EncoderTrainConfig(steps=6, batch_size=32, weight_decay=0.0,
+                                                                        style_weight=w), config=small, progress=False)
+        moved[w] = float((enc.word_emb.weight[only_style] - start).abs().max())
+    assert moved[0.0] == 0.0 and moved[4.0] > 1e-4
+    with pytest.raises(ValueError, match="style_weight"):
+        train_encoder(tiny_stickers, cells, EncoderTrainConfig(steps=1, style_weight=-1.0), config=small, progress=False)
+
+
 def test_linear_probe_separates_separable_data():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 10, generator=g) * 3

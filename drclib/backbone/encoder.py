@@ -168,6 +168,10 @@ class EncoderTrainConfig:
     reconstruct_prob: float = 0.5
     """Share of training images replaced by their tokenizer round trip, so the encoder reads
     decoded images (what a generated sticker is) as well as real ones."""
+    style_weight: float = 1.0
+    """Weight of the style part's loss beside the emoji part's (1: the shipped encoder). The
+    emoji part is a choice among every emoji, the style part among six, so at equal weight the
+    emoji part dominates the gradient; a larger weight asks the features to keep more style."""
     seed: int = 0
 
 
@@ -189,6 +193,8 @@ def train_encoder(stickers, cells: np.ndarray, cfg: EncoderTrainConfig | None = 
     from drclib.data.images import augment
 
     cfg = cfg or EncoderTrainConfig()
+    if not cfg.style_weight >= 0:
+        raise ValueError(f"style_weight must be >= 0 (1: the shipped encoder), got {cfg.style_weight}")
     cells = np.asarray(cells)
     if cells.ndim != 2 or cells.shape[1] != 2 or len(cells) < 2:
         raise ValueError(f"cells must be [N >= 2, 2] (style, emoji) pairs, got {cells.shape}")
@@ -230,7 +236,8 @@ def train_encoder(stickers, cells: np.ndarray, cfg: EncoderTrainConfig | None = 
             txt_e, txt_s = enc.text_embedding(*parts["emoji"]), enc.text_embedding(*parts["style"])
         scale = enc.logit_scale.exp().clamp(max=100)
         logits_e, logits_s = scale * img_e.float() @ txt_e.float().T, scale * img_s[:half].float() @ txt_s.float().T
-        loss = F.cross_entropy(logits_e, emoji_labels[idx]) + F.cross_entropy(logits_s, style_labels[idx[:half]])
+        loss = (F.cross_entropy(logits_e, emoji_labels[idx])
+                + cfg.style_weight * F.cross_entropy(logits_s, style_labels[idx[:half]]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -351,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=EncoderTrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=EncoderTrainConfig.lr)
     p.add_argument("--concepts", default="all", help="concept set to train on (default: every emoji)")
+    p.add_argument("--style-weight", type=float, default=EncoderTrainConfig.style_weight,
+                   help="weight of the style part's loss beside the emoji part's (default: 1, the shipped encoder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=str(default_checkpoint_dir()))
@@ -364,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device("cpu")
     stickers = StickerSet.load(concepts=args.concepts)
     tokenizer = tok_mod.load_default()
-    cfg = EncoderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = EncoderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             style_weight=args.style_weight, seed=args.seed)
     argv_used = [a for a in (sys.argv[1:] if argv is None else argv)]
     if args.card_from:
         enc = SemanticEncoder.from_pretrained(args.card_from)
