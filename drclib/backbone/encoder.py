@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=EncoderTrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=EncoderTrainConfig.lr)
     p.add_argument("--concepts", default="all", help="concept set to train on (default: every emoji)")
+    p.add_argument("--dim", type=int, default=EncoderConfig.dim, help="width of the feature tokens (default: 128, shipped)")
     p.add_argument("--style-weight", type=float, default=EncoderTrainConfig.style_weight,
                    help="weight of the style part's loss beside the emoji part's (default: 1, the shipped encoder)")
     p.add_argument("--seed", type=int, default=0)
@@ -386,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t0 = time.perf_counter()
         enc, hist = train_encoder(stickers, np.argwhere(~heldout_cells(stickers)), cfg,
+                                  config=EncoderConfig(n_words=len(caption_parts(stickers)[0]), dim=args.dim),
                                   reconstructor=tokenizer.reconstruct)
         minutes = (time.perf_counter() - t0) / 60
     with torch.no_grad():                     # probe the weights as shipped (float16)
