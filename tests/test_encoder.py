@@ -110,3 +110,22 @@ def test_shipped_encoder_reproduces_its_card():
     card = enc.training_info["probes"]["mini"]
     got = enc_mod.probe_features(enc, StickerSet.load(concepts="mini"))
     assert abs(got["real_emoji"] - card["real_emoji"]) < 1e-6 and abs(got["real_style"] - card["real_style"]) < 1e-6
+
+
+def test_two_stacks_keep_the_parts_apart():
+    """With ``style_widths`` the style stack fills the last ``style_dim`` channels of each token:
+    the emoji part's loss reaches only the emoji stack, the style part's only the style stack."""
+    torch.manual_seed(0)
+    enc = SemanticEncoder(EncoderConfig(n_words=10, widths=(8, 16, 16), dim=24, embed_dim=8,
+                                        style_widths=(8, 8, 16), style_dim=8))
+    tokens = enc(torch.rand(3, 3, 32, 32))
+    assert tokens.shape == (3, 64, 24)
+    for part, (reached, untouched) in {0: (enc.net, enc.style_net), 1: (enc.style_net, enc.net)}.items():
+        enc.zero_grad(set_to_none=True)
+        enc.image_embedding(enc(torch.rand(3, 3, 32, 32)))[part].sum().backward()
+        assert all(q.grad is None or q.grad.abs().sum() == 0 for q in untouched.parameters())
+        assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in reached.parameters())
+    with pytest.raises(ValueError, match="style_dim"):
+        EncoderConfig(dim=16, style_widths=(8, 8, 8), style_dim=12)
+    with pytest.raises(ValueError, match="style_widths"):
+        EncoderConfig(style_widths=(8, 8))

@@ -21,6 +21,12 @@ and only the other half meets the style part, since colour is part of a style), 
 them are first swapped for their tokenizer round trip, so the encoder reads decoded images
 (what a generated sticker is) as well as real ones. Held-out cells are never used.
 
+One conv stack serves both parts of the caption, and the two pull against each other: weighting
+the style part up (``--style-weight``) keeps more style and loses emoji
+(``benchmarks/encoder_style_weight.py``, RESULTS section 1). ``EncoderConfig.style_widths`` gives
+the style its own small stack, whose channels fill the last ``style_dim`` of each token, so each
+part of the loss trains only its own features.
+
 :func:`linear_probe` is the test the kit sizes it by: softmax regression on the features of
 training cells, scored on held-out cells (emoji and style).
 """
@@ -55,10 +61,21 @@ class EncoderConfig:
     embed_dim: int = 128
     """Width of the joint image-caption space of the contrastive loss."""
     n_words: int = 0
+    style_widths: tuple = ()
+    """Empty (the shipped encoder): one conv stack serves both parts of the caption. Three
+    widths: a second, separate stack of those widths reads the style, and its ``style_dim``
+    channels fill the last ones of each token; the emoji part reads only the first
+    ``dim - style_dim`` channels and the style part only the last, so neither loss pulls on
+    the other's features (the two factors disentangled by construction)."""
+    style_dim: int = 32
 
     def __post_init__(self):
-        if len(self.widths) != 3 or min(self.widths) < 8 or any(int(w) % 8 for w in self.widths):
-            raise ValueError(f"widths must be three multiples of 8, got {self.widths}")
+        for name in ("widths",) + (("style_widths",) if len(self.style_widths) else ()):
+            w = getattr(self, name)
+            if len(w) != 3 or min(w) < 8 or any(int(x) % 8 for x in w):
+                raise ValueError(f"{name} must be three multiples of 8, got {w}")
+        if len(self.style_widths) and not 8 <= self.style_dim <= self.dim - 8:
+            raise ValueError(f"style_dim must leave at least 8 channels to each part of dim {self.dim}, got {self.style_dim}")
         if min(self.dim, self.embed_dim) < 1 or self.image_size % 4:
             raise ValueError(f"dim and embed_dim must be >= 1 and image_size a multiple of 4, got {self}")
 
@@ -91,35 +108,50 @@ class SemanticEncoder(Pretrained):
     def __init__(self, config: EncoderConfig | None = None):
         super().__init__()
         self.config = c = config or EncoderConfig()
-        w1, w2, w3 = (int(w) for w in c.widths)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, w1, 3, padding=1), nn.GroupNorm(8, w1), nn.GELU(),
-            nn.Conv2d(w1, w2, 3, stride=2, padding=1), _ResBlock(w2),
-            nn.Conv2d(w2, w3, 3, stride=2, padding=1), _ResBlock(w3), _ResBlock(w3),
-            nn.GroupNorm(8, w3), nn.Conv2d(w3, c.dim, 1))
-        self.norm = nn.LayerNorm(c.dim)
-        self.image_proj = nn.Linear(c.dim, 2 * c.embed_dim)      # [emoji part | style part]
+        self.split = c.dim - c.style_dim if len(c.style_widths) else 0   # > 0: channels [split:] are the style stack's
+        self.net = self._stack(c.widths, c.dim - c.style_dim if self.split else c.dim)
+        self.norm = nn.LayerNorm(self.split or c.dim)
+        if self.split:
+            self.style_net, self.style_norm = self._stack(c.style_widths, c.style_dim), nn.LayerNorm(c.style_dim)
+            self.emoji_proj, self.style_proj = nn.Linear(self.split, c.embed_dim), nn.Linear(c.style_dim, c.embed_dim)
+        else:
+            self.image_proj = nn.Linear(c.dim, 2 * c.embed_dim)      # [emoji part | style part]
         self.word_emb = nn.Embedding(max(1, c.n_words), c.embed_dim)
         self.text_proj = nn.Linear(c.embed_dim, c.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.training_info: dict = {}
 
+    @staticmethod
+    def _stack(widths, out: int) -> nn.Sequential:
+        w1, w2, w3 = (int(w) for w in widths)
+        return nn.Sequential(
+            nn.Conv2d(3, w1, 3, padding=1), nn.GroupNorm(8, w1), nn.GELU(),
+            nn.Conv2d(w1, w2, 3, stride=2, padding=1), _ResBlock(w2),
+            nn.Conv2d(w2, w3, 3, stride=2, padding=1), _ResBlock(w3), _ResBlock(w3),
+            nn.GroupNorm(8, w3), nn.Conv2d(w3, out, 1))
+
     @property
     def device(self) -> torch.device:
-        return self.image_proj.weight.device
+        return self.word_emb.weight.device
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Feature tokens ``[B, 64, dim]`` (row-major over the 8 x 8 grid) of images ``[B, 3, 32, 32]``."""
         from drclib.data.images import check_images
 
-        x = check_images(images, self.config.image_size).to(self.device)
-        x = self.net((x - 0.5) / 0.25)
-        return self.norm(x.flatten(2).transpose(1, 2))
+        x = (check_images(images, self.config.image_size).to(self.device) - 0.5) / 0.25
+        tokens = self.norm(self.net(x).flatten(2).transpose(1, 2))
+        if self.split:
+            tokens = torch.cat([tokens, self.style_norm(self.style_net(x).flatten(2).transpose(1, 2))], -1)
+        return tokens
 
     def image_embedding(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two unit-length image vectors of the contrastive loss, from feature tokens: one
         to meet the caption's emoji part, one to meet its style part."""
-        e, s = self.image_proj(tokens.mean(1)).chunk(2, dim=-1)
+        m = tokens.mean(1)
+        if self.split:
+            e, s = self.emoji_proj(m[:, :self.split]), self.style_proj(m[:, self.split:])
+        else:
+            e, s = self.image_proj(m).chunk(2, dim=-1)
         return F.normalize(e, dim=-1), F.normalize(s, dim=-1)
 
     def text_embedding(self, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -359,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=EncoderTrainConfig.lr)
     p.add_argument("--concepts", default="all", help="concept set to train on (default: every emoji)")
     p.add_argument("--dim", type=int, default=EncoderConfig.dim, help="width of the feature tokens (default: 128, shipped)")
+    p.add_argument("--style-widths", type=int, nargs=3, default=None, metavar="W",
+                   help="a separate conv stack of these widths for the style, its --style-dim channels last in each "
+                        "token (default: none, one stack for both, the shipped encoder)")
+    p.add_argument("--style-dim", type=int, default=EncoderConfig.style_dim)
     p.add_argument("--style-weight", type=float, default=EncoderTrainConfig.style_weight,
                    help="weight of the style part's loss beside the emoji part's (default: 1, the shipped encoder)")
     p.add_argument("--seed", type=int, default=0)
@@ -387,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t0 = time.perf_counter()
         enc, hist = train_encoder(stickers, np.argwhere(~heldout_cells(stickers)), cfg,
-                                  config=EncoderConfig(n_words=len(caption_parts(stickers)[0]), dim=args.dim),
+                                  config=EncoderConfig(n_words=len(caption_parts(stickers)[0]), dim=args.dim,
+                                                       style_widths=tuple(args.style_widths or ()),
+                                                       style_dim=args.style_dim),
                                   reconstructor=tokenizer.reconstruct)
         minutes = (time.perf_counter() - t0) / 60
     with torch.no_grad():                     # probe the weights as shipped (float16)
