@@ -18,12 +18,13 @@ JSON names):
 
     python -m drclib.backbone.encoder --steps 3000 --threads 1 --style-weight 3  --out runs/enc_style/sw3
     python -m drclib.backbone.encoder --steps 3000 --threads 1 --style-weight 10 --out runs/enc_style/sw10
-    python -m drclib.backbone.encoder --steps 6000 --threads 1 --style-weight 3  --out runs/enc_style/sw3_6000
+    python -m drclib.backbone.encoder --steps 3000 --threads 1 --style-widths 16 32 64 --out runs/enc_style/two_stacks
     python -m drclib.backbone.encoder --steps 3000 --threads 1 --style-weight 3 --dim 256 --out runs/enc_style/sw3_d256
     python benchmarks/encoder_style_weight.py "shipped (style weight 1)=data/checkpoints/encoder" \\
         --style-probe "shipped (style weight 1)=data/results/style_probe.json" \\
         "style weight 3=runs/enc_style/sw3" "style weight 10=runs/enc_style/sw10" \\
-        "style weight 3, 6,000 steps=runs/enc_style/sw3_6000" "style weight 3, 256-wide tokens=runs/enc_style/sw3_d256"
+        "style weight 3, 256-wide tokens=runs/enc_style/sw3_d256" \\
+        "separate style stack (16-32-64), style weight 1=runs/enc_style/two_stacks"
 """
 
 from __future__ import annotations
