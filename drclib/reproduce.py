@@ -274,26 +274,28 @@ it per part (``second_thread`` in data/results/speed.json: 1.4x to 1.7x for LMM 
 stage 1 and stage 2)."""
 
 
-def measured_pace(machine: str | None = None, results: Path | None = None) -> tuple[float, list[str]] | None:
-    """How fast ``make all`` (two lanes) ran on a machine like this one: for each retrain that
-    ``benchmarks/lab_recipe.py`` recorded (``data/results/card_*.json``) on ``machine``
-    (:func:`drclib.runtime.describe_machine`), its minutes over its :func:`plan`'s by :data:`EXPECTED_MINUTES`
-    (with the evaluation and notebooks); the mean and the files, or ``None`` when there is none. The
-    cards come from one slower, float32-only machine: this is the better first guess of the time left."""
-    from drclib.runtime import describe_machine
+def planned_minutes(recipe: str = "card", done: set | tuple = (), lanes: int = 2) -> float:
+    """A from-scratch run's minutes by the cards: its training's :func:`plan` (``done``: parts not
+    trained), evaluation and notebooks."""
+    expected = expected_minutes(recipe)
+    return (makespan(plan(training_steps("state", "checkpoints", recipe), lanes, expected, done=set(done)))
+            + expected["evaluation"] + expected["notebooks"])
 
-    machine = machine or describe_machine("cpu")
-    paces, names = [], []
+
+def measured_pace(machine: str | None = None, results: Path | None = None) -> tuple[float, list[str]] | None:
+    """How fast ``make all`` (two lanes) ran here: for each retrain ``benchmarks/lab_recipe.py`` recorded
+    (``data/results/card_*.json``) on ``machine`` (:func:`drclib.runtime.describe_machine`), its minutes over
+    its :func:`planned_minutes`; the mean and the files, or ``None``. The cards come from one slower,
+    float32-only machine: this is the better first guess of the time left."""
+    from drclib.runtime import describe_machine
+    machine, paces, names = machine or describe_machine("cpu"), [], []
     for f in sorted((results or repo_root() / "data" / "results").glob("card_*.json")):
         try:
             d = json.loads(f.read_text())
-            if d.get("machine") != machine or "LANES=1" in d.get("run_command", ""):
+            if (d.get("machine") != machine or "LANES=1" in d.get("run_command", "")
+                    or not {"evaluation", "notebooks"} <= set(d["minutes"])):   # only make all's whole run
                 continue
-            expected = expected_minutes(d.get("recipe", "card"))
-            steps = training_steps("state", "checkpoints", d.get("recipe", "card"))
-            planned = (makespan(plan(steps, 2, expected, done=set(d.get("pretrained", ()))))
-                       + sum(expected[p] for p in ("evaluation", "notebooks") if p in d["minutes"]))
-            paces.append(float(d["total_minutes"]) / planned)
+            paces.append(float(d["total_minutes"]) / planned_minutes(d.get("recipe", "card"), d.get("pretrained", ())))
             names.append(f.name)
         except (OSError, ValueError, KeyError, TypeError):
             continue                        # not a retrain's record: nothing to learn from it
@@ -782,13 +784,11 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(str(e))
     if args.plan:
-        steps, expected = training_steps(f"runs/{args.profile}/state", recipe=args.recipe), expected_minutes(args.recipe)
-        print(plan_table(steps, args.lanes, expected, done=pretrained_parts(args.pretrained)))
+        print(plan_table(training_steps(f"runs/{args.profile}/state", recipe=args.recipe), args.lanes,
+                         expected_minutes(args.recipe), done=pretrained_parts(args.pretrained)))
         if (measured := measured_pace()) and args.lanes == 2:
-            total = makespan(plan(steps, 2, expected, done=set(pretrained_parts(args.pretrained)))) + sum(
-                expected[p] for p in ("evaluation", "notebooks"))
-            print(f"\nOn this machine: about {total * measured[0]:.0f} minutes (the cards' {total:.0f} at the pace of "
-                  f"{', '.join(measured[1])}, measured here)")
+            print(f"\nOn this machine: about {planned_minutes(args.recipe, pretrained_parts(args.pretrained)) * measured[0]:.0f}"
+                  f" minutes (the cards' plan at the pace of {', '.join(measured[1])}, measured here)")
         return 0
     reproduce(args.profile, notebooks=not args.no_notebooks, evaluate=not args.no_evaluation,
               train=not args.no_training, device=args.device, seed=args.seed, from_scratch=args.from_scratch,
