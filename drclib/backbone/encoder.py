@@ -109,7 +109,7 @@ class SemanticEncoder(Pretrained):
         super().__init__()
         self.config = c = config or EncoderConfig()
         self.split = c.dim - c.style_dim if len(c.style_widths) else 0   # > 0: channels [split:] are the style stack's
-        self.net = self._stack(c.widths, c.dim - c.style_dim if self.split else c.dim)
+        self.net = self._stack(c.widths, self.split or c.dim)
         self.norm = nn.LayerNorm(self.split or c.dim)
         if self.split:
             self.style_net, self.style_norm = self._stack(c.style_widths, c.style_dim), nn.LayerNorm(c.style_dim)
