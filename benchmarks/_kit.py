@@ -1,8 +1,36 @@
-"""What the probe scripts in this folder share: the CPU set-up and the shipped inputs."""
+"""What the scripts in this folder share: the CPU set-up and the shipped inputs of the probe
+scripts, the ``NAME=FOLDER`` arguments and the trained models' cards of the comparison scripts.
+(The scripts run as ``python benchmarks/<name>.py``, which puts this folder on the import path.)"""
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def named_paths(items: list[str], what: str = "an argument") -> dict[str, Path]:
+    """``["NAME=PATH", ...]`` as ``{NAME: Path(PATH)}``, in order; a clear exit on an item
+    without a name or a path (``what`` names the argument in the message)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{what} must be NAME=PATH, got {item!r}")
+        out[name] = Path(path)
+    return out
+
+
+def read_card(folder: str | Path, what: str = "", sub: str = "") -> dict:
+    """The training record (``extra`` of ``config.json``) of the model saved in ``folder``
+    (or its sub-folder ``sub``), a relative folder read from the repository root; a clear
+    exit when there is none (``what``: the kind of model, for the message)."""
+    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
+    path = path / sub / "config.json" if sub else path / "config.json"
+    if not path.is_file():
+        raise SystemExit(f"no {what + ' ' if what else ''}card at {path}: train it first (see this script's docstring)")
+    from drclib.io import read_json
+    return read_json(path)["extra"]
 
 
 def shipped_inputs(threads: int = 0, lmm_folder: str | None = None):
@@ -10,6 +38,8 @@ def shipped_inputs(threads: int = 0, lmm_folder: str | None = None):
     (``drclib.runtime.pick_device``), and load the sticker set, the pocket LMM (``lmm_folder``,
     default the shipped one, in eval mode), the tokenizer and every sticker's visual codes
     ``[n_styles, n_emoji, 64]``. Returns ``(stickers, lmm, tokenizer, codes)``."""
+    import torch
+
     if threads:
         torch.set_num_threads(threads)
     from drclib.backbone import tokenizer as tok_mod

@@ -12,6 +12,8 @@ also measured by ``benchmarks/style_probe.py`` on every held-out cell of the arr
 quarter of the standard error): read from ``FOLDER/style_probe.json`` or ``--style-probe
 NAME=JSON``, and made (``python benchmarks/style_probe.py --encoder FOLDER --threads 1 --out
 FOLDER/style_probe.json``) when neither exists. Every rate comes with its binomial standard error.
+``--keep`` adds the encoders given to the rows already in ``--out`` (whose folders may be gone;
+each row names its machine and command, the JSON the earlier commands).
 
 The encoders of RESULTS section 1 (one torch thread each, two at a time, on the machine its
 JSON names):
@@ -35,18 +37,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
+from _kit import named_paths  # noqa: E402
+
 ROW = "encoder, 64 tokens (what the towers read)"
 MEAN = "encoder, mean token"
-
-
-def _pairs(items: list, what: str) -> dict:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"{what} must be NAME=PATH, got {item!r}")
-        out[name] = Path(path)
-    return out
 
 
 def _probe_row(probe: dict, features: str, trained_on: str) -> dict:
@@ -119,9 +114,15 @@ def main(argv: list | None = None) -> int:
     p.add_argument("encoders", nargs="+", metavar="NAME=FOLDER")
     p.add_argument("--style-probe", action="append", default=[], metavar="NAME=JSON")
     p.add_argument("--out", default="data/results/encoder_style_weight.json")
+    p.add_argument("--keep", action="store_true", help="keep the rows of the --out JSON that are not named here "
+                   "(encoders of earlier sessions, whose folders may be gone), before the new ones")
     args = p.parse_intermixed_args(argv)
-    encoders, probes = _pairs(args.encoders, "an encoder"), _pairs(args.style_probe, "--style-probe")
-    rows = []
+    encoders, probes = named_paths(args.encoders, "an encoder"), named_paths(args.style_probe, "--style-probe")
+    rows, earlier = [], []
+    if args.keep and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        rows = [r for r in old["rows"] if r["name"] not in encoders]
+        earlier = old.get("earlier_commands", []) + [old["command"]]
     for name, folder in encoders.items():
         if not (folder / "config.json").is_file():
             raise SystemExit(f"{folder} holds no encoder (config.json missing): train it with the command in this "
@@ -133,7 +134,7 @@ def main(argv: list | None = None) -> int:
         rows.append(row(name, folder, json.loads(path.read_text())))
     result = {"command": "python benchmarks/encoder_style_weight.py " + " ".join(
                   f'"{a}"' if " " in a else a for a in (argv if argv is not None else sys.argv[1:])),
-              "rows": rows, "table": table(rows)}
+              "earlier_commands": earlier, "rows": rows, "table": table(rows)}
     from drclib.io import write_json
 
     write_json(args.out, result)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _kit import named_paths  # noqa: E402
 from lmm_recipes import pm, row  # noqa: E402
 
 FIGURES = (("train_cells", "emoji_top1"), ("train_cells", "both"), ("train_cells", "style_acc"),
@@ -137,11 +138,10 @@ def main(argv: list | None = None) -> int:
         train(missing, args.lanes)
         print(f"trained {len(missing)} seed(s) in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     rows = {"shipped LMM (seed 0)": row(default_checkpoint_dir())}
-    for item in args.extra:
-        name, _, folder = item.partition("=")
-        if row(Path(folder)) is None:
-            raise SystemExit(f"--with {item}: no trained LMM in {folder} (expected its config.json)")
-        rows[name] = row(Path(folder))
+    for name, folder in named_paths(args.extra, "--with").items():
+        if row(folder) is None:
+            raise SystemExit(f"--with {name}={folder}: no trained LMM in {folder} (expected its config.json)")
+        rows[name] = row(folder)
     for s, f in folders.items():
         if row(f) is None:
             print(f"seed {s}: not trained ({f}); run with --train", file=sys.stderr)

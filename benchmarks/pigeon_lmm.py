@@ -45,8 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from drclib.drc import lmm_fingerprint
-from drclib.io import read_json, write_json
+from drclib.io import write_json
 from drclib.judges.metrics import rate_se
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
+from _kit import named_paths, read_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("both", "emoji_top1", "style_acc", "collapse_reference")
@@ -56,13 +59,10 @@ def _resolve(folder: str) -> Path:
     return Path(folder) if Path(folder).is_absolute() else ROOT / folder
 
 
-def _card(folder: str) -> dict:
-    path = _resolve(folder) / "prompter" / "config.json"
-    if not path.is_file():
-        raise SystemExit(f"no Pigeon card at {path}: train it first (see this script's docstring)")
-    extra = read_json(path)["extra"]
+def _card(folder: Path) -> dict:
+    extra = read_card(folder, "Pigeon", sub="prompter")
     if extra.get("method") != "pigeon":
-        raise SystemExit(f"{path} is a {extra.get('method')!r} card, not Pigeon's")
+        raise SystemExit(f"{folder / 'prompter'} holds a {extra.get('method')!r} card, not Pigeon's")
     return extra
 
 
@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped_lmm = lmm_fingerprint(ROOT / "data/checkpoints/lmm")["sha256"]
     out = {"command": "python benchmarks/pigeon_lmm.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "runs": {}}
-    for spec in args.cards:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise SystemExit(f"expected name=folder, got {spec!r}")
+    for name, folder in named_paths(args.cards, "a Pigeon run").items():
         out["runs"][name] = entry(_card(folder), shipped_lmm, name in args.float32)
     print("| run | LMM | precision | seed | final loss | sample: emoji | sample: both | heldout: emoji | heldout: both |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from drclib.io import read_json, write_json
+from drclib.io import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
+from _kit import named_paths, read_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_STEPS = (50, 100, 150, 200, 250, 300)
-
-
-def _card(folder: str) -> dict:
-    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"no card at {path / 'config.json'}: train it first (see this script's docstring)")
-    return read_json(path / "config.json")["extra"]
 
 
 def loss_at(history: dict, key: str, steps=AT_STEPS, window: int = 2) -> dict:
@@ -73,13 +69,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = {"command": "python benchmarks/stage1_steps.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "stage1": {}, "lmm": {}}
-    for spec in args.stage1:
-        name, _, folder = spec.partition("=")
-        out["stage1"][name] = dict(stage1_entry(_card(folder)), folder=folder)
-    for spec in args.lmm:
-        name, _, folder = spec.partition("=")
-        extra = _card(folder)
-        out["lmm"][name] = {"folder": folder, "command": extra.get("command"), "steps": extra["pretrain"]["steps"],
+    for name, folder in named_paths(args.stage1, "a stage-1 card").items():
+        out["stage1"][name] = dict(stage1_entry(read_card(folder)), folder=str(folder))
+    for name, folder in named_paths(args.lmm, "--lmm").items():
+        extra = read_card(folder)
+        out["lmm"][name] = {"folder": str(folder), "command": extra.get("command"), "steps": extra["pretrain"]["steps"],
                             "train_minutes": extra.get("train_minutes"), "evaluation": extra["evaluation"],
                             "loss": loss_at(extra["history"], "loss", (400, 600, 800, 1000, 1200))}
     dest = write_json(ROOT / args.out, out)

@@ -22,18 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from drclib.io import read_json, write_json
+from drclib.io import write_json
 from drclib.judges.metrics import rate_se
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
+from _kit import named_paths, read_card  # noqa: E402
+
 AT_STEPS = (25, 50, 75, 100, 150, 200)
-
-
-def _card(folder: str) -> dict:
-    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"no stage-2 card at {path / 'config.json'}: train it first (see this script's docstring)")
-    return read_json(path / "config.json")["extra"]
 
 
 def entry(extra: dict) -> dict:
@@ -65,11 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = {"command": "python benchmarks/stage2_steps.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "stage2": {}}
-    for spec in args.cards:
-        name, sep, folder = spec.partition("=")
-        if not sep:
-            raise SystemExit(f"expected NAME=FOLDER, got {spec!r}")
-        out["stage2"][name] = e = entry(_card(folder))
+    for name, folder in named_paths(args.cards, "a stage-2 card").items():
+        out["stage2"][name] = e = entry(read_card(folder, "stage-2"))
         for split, rows in e["evaluation"].items():
             d, s = rows["drc"], rows["stage1_only"]
             print(f"{name:10s} {e['steps']:4d} steps {e['train_minutes'] or 0:5.1f} min | {split:8s} "

@@ -30,10 +30,6 @@ import numpy as np
 import torch
 
 
-def _se(p: float, n: int) -> float:
-    return float(np.sqrt(max(p * (1 - p), 1e-12) / n))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--encoder", default=None, help="encoder folder (default: the shipped one)")
@@ -48,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from drclib.data import StickerSet, heldout_cells
     from drclib.data.stickers import to_tensor
     from drclib.io import write_json
+    from drclib.judges.metrics import rate_se
     from drclib.runtime import describe_machine, pick_device
 
     device = pick_device("cpu")
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     te_flat = te.reshape(-1)
                     r = enc_mod.linear_probe(f[tr_flat], y[tr_flat], f[te_flat], y[te_flat])
                     row[f"heldout_{te_name}"] = r["test_acc"]
-                    row[f"heldout_{te_name}_se"] = _se(r["test_acc"], int(te_flat.sum()))
+                    row[f"heldout_{te_name}_se"] = rate_se(r["test_acc"], int(te_flat.sum()))
                     row[f"n_heldout_{te_name}"] = int(te_flat.sum())
                 row["train_acc"] = r["train_acc"]
                 rows.append(row)
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    "probe trained on": tr_name, "n_train": int(tr.sum())}
             for te_name, te in test_sets.items():
                 acc = float((styles[te] == majority).mean())
-                row.update({f"heldout_{te_name}": acc, f"heldout_{te_name}_se": _se(acc, int(te.sum())),
+                row.update({f"heldout_{te_name}": acc, f"heldout_{te_name}_se": rate_se(acc, int(te.sum())),
                             f"n_heldout_{te_name}": int(te.sum())})
             rows.append(row)
     out = {"command": "python benchmarks/style_probe.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
