@@ -13,7 +13,8 @@ quarter of the standard error): read from ``FOLDER/style_probe.json`` or ``--sty
 NAME=JSON``, and made (``python benchmarks/style_probe.py --encoder FOLDER --threads 1 --out
 FOLDER/style_probe.json``) when neither exists. Every rate comes with its binomial standard error.
 ``--keep`` adds the encoders given to the rows already in ``--out`` (whose folders may be gone;
-each row names its machine and command, the JSON the earlier commands).
+each row names its machine and command, the JSON the earlier commands); a row named again is
+measured again in its place.
 
 The encoders of RESULTS section 1 (one torch thread each, two at a time, on the machine its
 JSON names):
@@ -27,6 +28,17 @@ JSON names):
         "style weight 3=runs/enc_style/sw3" "style weight 10=runs/enc_style/sw10" \\
         "style weight 3, 256-wide tokens=runs/enc_style/sw3_d256" \\
         "separate style stack (16-32-64), style weight 1=runs/enc_style/two_stacks"
+
+and, a session later (same machine; those folders gone, so ``--keep``):
+
+    python -m drclib.backbone.encoder --steps 3000 --threads 1 --style-widths 32 64 128 --style-weight 3 \\
+        --out runs/enc_style/big_stack_sw3
+    python -m drclib.backbone.encoder --steps 3000 --threads 1 --dim 192 --style-widths 32 64 128 --style-dim 64 \\
+        --out runs/enc_style/big_stack_d192
+    python benchmarks/encoder_style_weight.py --keep "shipped (style weight 1)=data/checkpoints/encoder" \\
+        --style-probe "shipped (style weight 1)=data/results/style_probe.json" \\
+        "separate style stack (32-64-128), style weight 3=runs/enc_style/big_stack_sw3" \\
+        "separate style stack (32-64-128), 64 of 192 channels=runs/enc_style/big_stack_d192"
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from _kit import named_paths  # noqa: E402
 
 ROW = "encoder, 64 tokens (what the towers read)"
 MEAN = "encoder, mean token"
+EMB = "encoder, style embedding"
 
 
 def _probe_row(probe: dict, features: str, trained_on: str) -> dict:
@@ -83,6 +96,12 @@ def row(name: str, folder: Path, probe: dict) -> dict:
     core = extra["probes"]["core"]
     n = int(core["n_heldout"])
     tokens, mean = _probe_row(probe, ROW, "set"), _probe_row(probe, MEAN, "set")
+    optional = {}                                       # rows an older style_probe.json may lack
+    for key, features, trained_on in (("style_all_fit_all", ROW, "all"), ("style_all_embedding", EMB, "set")):
+        try:
+            optional[key] = _probe_row(probe, features, trained_on)
+        except KeyError:
+            pass
     out = {"name": name, "folder": str(folder), "command": extra.get("command", ""),
            "style_weight": extra.get("train", {}).get("style_weight", 1.0),
            "steps": extra.get("train", {}).get("steps"), "dim": extra["config"]["dim"],
@@ -92,20 +111,24 @@ def row(name: str, folder: Path, probe: dict) -> dict:
                        ("round_trip_emoji", core["reconstructed_tokens_emoji"]),
                        ("round_trip_style", core["reconstructed_tokens_style"])):
         out[key], out[key + "_se"] = float(value), rate_se(float(value), n)
-    for key, r in (("style_all", tokens), ("style_all_mean_token", mean)):
+    for key, r in (("style_all", tokens), ("style_all_mean_token", mean), *optional.items()):
         out[key], out[key + "_se"] = float(r["heldout_all"]), float(r["heldout_all_se"])
     return dict(out, **caption_match(folder))
 
 
 def table(rows: list) -> str:
+    def rate(r, key):
+        return f"{r[key]:.3f} ± {r[key + '_se']:.3f}" if key in r else "not measured"
+
     lines = ["| encoder | core held-out (64): emoji | core held-out: style | all held-out (685): style, 64 tokens "
-             "| all held-out: style, mean token | all held-out: emoji by its own caption head (1,370-way) "
-             "| round trip, core: emoji / style |", "|---|---|---|---|---|---|---|"]
+             "| all held-out: style, mean token | all held-out: style embedding | all held-out: style, 64 tokens, "
+             "probe fitted on all 7,535 training cells | all held-out: emoji by its own caption head (1,370-way) "
+             "| round trip, core: emoji / style |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['emoji']:.3f} ± {r['emoji_se']:.3f} | {r['style']:.3f} ± {r['style_se']:.3f} | "
-                     f"{r['style_all']:.3f} ± {r['style_all_se']:.3f} | {r['style_all_mean_token']:.3f} ± "
-                     f"{r['style_all_mean_token_se']:.3f} | {r['caption_emoji_all']:.3f} ± {r['caption_emoji_all_se']:.3f} | "
-                     f"{r['round_trip_emoji']:.3f} / {r['round_trip_style']:.3f} |")
+        lines.append(f"| {r['name']} | " + " | ".join(rate(r, k) for k in (
+                         "emoji", "style", "style_all", "style_all_mean_token", "style_all_embedding",
+                         "style_all_fit_all", "caption_emoji_all"))
+                     + f" | {r['round_trip_emoji']:.3f} / {r['round_trip_style']:.3f} |")
     return "\n".join(lines)
 
 
@@ -118,11 +141,10 @@ def main(argv: list | None = None) -> int:
                    "(encoders of earlier sessions, whose folders may be gone), before the new ones")
     args = p.parse_intermixed_args(argv)
     encoders, probes = named_paths(args.encoders, "an encoder"), named_paths(args.style_probe, "--style-probe")
-    rows, earlier = [], []
+    new, old_rows, earlier = {}, [], []
     if args.keep and Path(args.out).is_file():
         old = json.loads(Path(args.out).read_text())
-        rows = [r for r in old["rows"] if r["name"] not in encoders]
-        earlier = old.get("earlier_commands", []) + [old["command"]]
+        old_rows, earlier = old["rows"], old.get("earlier_commands", []) + [old["command"]]
     for name, folder in encoders.items():
         if not (folder / "config.json").is_file():
             raise SystemExit(f"{folder} holds no encoder (config.json missing): train it with the command in this "
@@ -131,7 +153,8 @@ def main(argv: list | None = None) -> int:
         if not path.is_file():
             subprocess.run([sys.executable, str(Path(__file__).with_name("style_probe.py")), "--encoder", str(folder),
                             "--threads", "1", "--out", str(path)], check=True)
-        rows.append(row(name, folder, json.loads(path.read_text())))
+        new[name] = row(name, folder, json.loads(path.read_text()))
+    rows = [new.pop(r["name"], r) for r in old_rows] + list(new.values())   # a row given again is replaced in place
     result = {"command": "python benchmarks/encoder_style_weight.py " + " ".join(
                   f'"{a}"' if " " in a else a for a in (argv if argv is not None else sys.argv[1:])),
               "earlier_commands": earlier, "rows": rows, "table": table(rows)}

@@ -640,8 +640,9 @@ def test_encoder_style_weight_reads_cards_and_style_probes(tmp_path, monkeypatch
     assert (r["name"], r["style_weight"], r["emoji"], r["style"], r["style_all"], r["style_all_mean_token"]) == \
         ("sw 3", 3.0, 0.75, 0.5, 0.8, 0.85)                            # the probe fitted on the set, real stickers
     assert math.isclose(r["style_se"], math.sqrt(0.25 / 64)) and "| sw 3 | 0.750 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
-    assert "| 0.200 ± 0.015 | 0.700 / 0.400 |" in got["table"]
-    # --keep: an earlier run's rows stay (their folders may be gone), a row given again is replaced
+    assert "| 0.800 ± 0.015 | 0.850 ± 0.014 | not measured | 0.900 ± 0.011 | 0.200 ± 0.015 | 0.700 / 0.400 |" \
+        in got["table"]                                                # no style-embedding row: not measured
+    # --keep: an earlier run's rows stay (their folders may be gone), a row given again is replaced in place
     (tmp_path / "probe2.json").write_text(json.dumps(probe))
     assert mod.main(["--keep", "other=" + str(folder), "--style-probe", f"other={tmp_path / 'probe2.json'}",
                      "--out", str(out)]) == 0
@@ -649,7 +650,8 @@ def test_encoder_style_weight_reads_cards_and_style_probes(tmp_path, monkeypatch
     assert [r["name"] for r in kept["rows"]] == ["sw 3", "other"] and kept["earlier_commands"] == [got["command"]]
     assert mod.main(["--keep", "sw 3=" + str(folder), "--style-probe", f"sw 3={tmp_path / 'probe.json'}",
                      "--out", str(out)]) == 0
-    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["other", "sw 3"]
+    again = json.loads(out.read_text())
+    assert [r["name"] for r in again["rows"]] == ["sw 3", "other"] and len(again["earlier_commands"]) == 2
     with pytest.raises(SystemExit, match="NAME=PATH"):
         mod.main(["no-equals-sign"])
     with pytest.raises(SystemExit, match="holds no encoder"):
