@@ -21,16 +21,17 @@ def named_paths(items: list[str], what: str = "an argument") -> dict[str, Path]:
     return out
 
 
-def read_card(folder: str | Path, what: str = "", sub: str = "") -> dict:
-    """The training record (``extra`` of ``config.json``) of the model saved in ``folder``
-    (or its sub-folder ``sub``), a relative folder read from the repository root; a clear
-    exit when there is none (``what``: the kind of model, for the message)."""
+def read_card(folder: str | Path, what: str = "", sub: str = "", part: str | None = "extra") -> dict:
+    """The training record (``extra`` of ``config.json``; ``part=None``: the whole file) of the
+    model saved in ``folder`` (or its sub-folder ``sub``), a relative folder read from the
+    repository root; a clear exit when there is none (``what``: the kind of model, for the message)."""
     path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
     path = path / sub / "config.json" if sub else path / "config.json"
     if not path.is_file():
         raise SystemExit(f"no {what + ' ' if what else ''}card at {path}: train it first (see this script's docstring)")
     from drclib.io import read_json
-    return read_json(path)["extra"]
+    record = read_json(path)
+    return record[part] if part else record
 
 
 def shipped_inputs(threads: int = 0, lmm_folder: str | None = None):

@@ -12,7 +12,28 @@ at fixed steps, the swap test), written to one JSON that RESULTS section 7 quote
         --lmm lab=runs/full-lab-pretrained/checkpoints/lmm --lmm shipped=data/checkpoints/lmm \\
         --out data/results/stage1_steps.json
 
-Reads only the cards (``config.json``'s ``extra``): nothing is trained or scored here.
+Does a semantic encoder that probes better make a better stage 1, and a pocket LMM that composes
+better? The shipped stage-1 recipe on other encoders and on another LMM, beside a rerun on the
+shipped parts on the same machine (``data/results/stage1_encoders.json``, RESULTS section 1; each
+``runs/enc_ckpt*`` folder links every shipped part but the one named, ``DRC_CHECKPOINTS`` points
+stage 1 at it):
+
+    python -m drclib.train stage1 --variant drc --threads 1 --out runs/enc_ckpt/stage1_shipped_enc/drc
+    DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --threads 1 \
+        --out runs/enc_ckpt/stage1/drc                  # encoder: runs/enc_style/big_stack_d192
+    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 \
+        --out runs/enc_ckpt_sw3/stage1/drc              # encoder: runs/enc_style/big_stack_sw3
+    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_3000 \
+        --out runs/enc_ckpt/stage1_aug_lmm/drc
+    python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \
+        "encoder with a 32-64-128 style stack, 64 of 192 channels=runs/enc_ckpt/stage1/drc" \
+        "encoder with a 32-64-128 style stack, style weight 3=runs/enc_ckpt_sw3/stage1/drc" \
+        "LMM trained with --augment 0.5 --copies 4 --steps 3000=runs/enc_ckpt/stage1_aug_lmm/drc" \
+        --out data/results/stage1_encoders.json
+
+(the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).
+Reads only the cards (``config.json``'s ``extra``, and the encoder's sizes from ``config``):
+nothing is trained or scored here.
 """
 
 from __future__ import annotations
@@ -70,7 +91,9 @@ def main(argv=None) -> int:
     out = {"command": "python benchmarks/stage1_steps.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "stage1": {}, "lmm": {}}
     for name, folder in named_paths(args.stage1, "a stage-1 card").items():
-        out["stage1"][name] = dict(stage1_entry(read_card(folder)), folder=str(folder))
+        card = read_card(folder, part=None)
+        out["stage1"][name] = dict(stage1_entry(card["extra"]), folder=str(folder),
+                                   encoder=card.get("config", {}).get("encoder"))   # the towers' input features
     for name, folder in named_paths(args.lmm, "--lmm").items():
         extra = read_card(folder)
         out["lmm"][name] = {"folder": str(folder), "command": extra.get("command"), "steps": extra["pretrain"]["steps"],

@@ -55,6 +55,7 @@ SOURCES = {
     "notebook_lanes": "data/results/notebook_lanes.json",
     "stage2_steps": "data/results/stage2_steps.json",
     "stage1_steps": "data/results/stage1_steps.json",
+    "stage1_encoders": "data/results/stage1_encoders.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",

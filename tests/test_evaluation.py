@@ -540,6 +540,7 @@ def test_stage1_steps_reads_cards_side_by_side(tmp_path):
     assert got["stage1"]["shipped"]["steps"] == card["stage1"]["steps"]
     assert got["stage1"]["shipped"]["swap"]["train"]["both"] == round(card["evaluation"]["swap"]["train"]["self"]["both"], 3)
     assert got["lmm"]["shipped"]["steps"] == 1200
+    assert got["stage1"]["shipped"]["encoder"]["dim"] == 128                 # the towers' input features, recorded
     with pytest.raises(SystemExit, match="no card at"):
         mod.main([f"missing={tmp_path / 'nothing'}", "--out", str(out)])
 
@@ -670,3 +671,28 @@ def test_encoder_caption_match_on_the_shipped_encoder():
     spec.loader.exec_module(mod)
     got = mod.caption_match(repo_root() / "data" / "checkpoints" / "encoder")
     assert 0.05 < got["caption_emoji_all"] <= 1.0 and 0 < got["caption_emoji_all_se"] < 0.02
+
+
+def test_lmm_recipes_keeps_rows_whose_folders_are_gone(tmp_path):
+    """benchmarks/lmm_recipes.py: the shipped LMM is the first row, read from its card; with
+    --keep a recipe whose folder is gone keeps its earlier row, without it the row is left out."""
+    import importlib.util
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("lmm_recipes", repo_root() / "benchmarks" / "lmm_recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cells = {"style_acc": 0.5, "emoji_top1": 0.75, "both": 0.25, "n_cells": 64}
+    earlier = {"folder": "gone", "command": "python -m drclib.train backbone --factor-dropout 0.3", "train_minutes": 21.8,
+               "final_t2i_loss": 0.24, "machine": "m", "train_cells": cells, "heldout_cells": cells}
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"command": "x", "rows": {"+ --factor-dropout 0.3": earlier}}))
+    assert mod.main(["--root", str(tmp_path / "none"), "--keep", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert set(got["rows"]) == {"shipped recipe", "+ --factor-dropout 0.3"}           # (the JSON sorts its keys)
+    assert got["table"].index("| shipped recipe |") < got["table"].index("| + --factor-dropout 0.3 |")
+    assert got["rows"]["shipped recipe"]["command"].startswith("python -m drclib.train backbone")
+    assert "| + --factor-dropout 0.3 | 21.8 | 0.24 | 0.750 ± 0.054 | 0.250 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
+    assert mod.main(["--root", str(tmp_path / "none"), "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["rows"]) == {"shipped recipe"}
