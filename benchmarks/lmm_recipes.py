@@ -4,9 +4,10 @@
                                      [--out data/results/lmm_recipes.json]
 
 Every row is the shipped recipe (:data:`drclib.train.LMM_RECIPE`: 1,200 steps of batch 32, seed
-0) with one option switched on, trained with ``python -m drclib.train backbone --concepts core``
-into ``<root>/lmm_<name>`` (``--train`` trains the missing ones, about 20 minutes each on one
-thread of the 2-core machine), and scored by the command's own evaluation (greedy
+0) with one option switched on (the augmented recipe also at 3,000 steps, for seeds 0 and 1),
+trained with ``python -m drclib.train backbone --concepts core`` into ``<root>/lmm_<name>``
+(``--train`` trains the missing ones, about 20 minutes each on one thread of the 2-core
+machine, 30 at 3,000 steps), and scored by the command's own evaluation (greedy
 text-to-image, 300 training cells and the 64 held-out cells, the judges' argmax over `core`).
 The first row is the shipped LMM. The loss column is the mean text-to-image loss (nats a
 visual code) over the last 10% of the card's logged steps. Prints a markdown table with standard errors and writes the
