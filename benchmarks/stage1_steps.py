@@ -19,16 +19,21 @@ shipped parts on the same machine (``data/results/stage1_encoders.json``, RESULT
 stage 1 at it):
 
     python -m drclib.train stage1 --variant drc --threads 1 --out runs/enc_ckpt/stage1_shipped_enc/drc
-    DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --threads 1 \
+    DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --threads 1 \\
         --out runs/enc_ckpt/stage1/drc                  # encoder: runs/enc_style/big_stack_d192
-    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 \
+    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 \\
         --out runs/enc_ckpt_sw3/stage1/drc              # encoder: runs/enc_style/big_stack_sw3
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_3000 \
+    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_3000 \\
         --out runs/enc_ckpt/stage1_aug_lmm/drc
-    python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \
-        "encoder with a 32-64-128 style stack, 64 of 192 channels=runs/enc_ckpt/stage1/drc" \
-        "encoder with a 32-64-128 style stack, style weight 3=runs/enc_ckpt_sw3/stage1/drc" \
-        "LMM trained with --augment 0.5 --copies 4 --steps 3000=runs/enc_ckpt/stage1_aug_lmm/drc" \
+    python -m drclib.train stage1 --variant drc --threads 1 --seed 1 --out runs/enc_ckpt/stage1_shipped_enc_seed1/drc
+    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 --seed 1 \\
+        --out runs/enc_ckpt_sw3/stage1_seed1/drc
+    python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \\
+        "shipped parts, seed 1=runs/enc_ckpt/stage1_shipped_enc_seed1/drc" \\
+        "encoder with a 32-64-128 style stack, 64 of 192 channels=runs/enc_ckpt/stage1/drc" \\
+        "encoder with a 32-64-128 style stack, style weight 3=runs/enc_ckpt_sw3/stage1/drc" \\
+        "encoder with a 32-64-128 style stack, style weight 3, seed 1=runs/enc_ckpt_sw3/stage1_seed1/drc" \\
+        "LMM trained with --augment 0.5 --copies 4 --steps 3000=runs/enc_ckpt/stage1_aug_lmm/drc" \\
         --out data/results/stage1_encoders.json
 
 (the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).
