@@ -51,6 +51,7 @@ SOURCES = {
     "stage1_lmm_seeds": "data/results/stage1_lmm_seeds.json",
     "pigeon_lmm": "data/results/pigeon_lmm.json",
     "style_probe": "data/results/style_probe.json",
+    "style_judge_sets": "data/results/style_judge_sets.json",
     "encoder_style_weight": "data/results/encoder_style_weight.json",
     "notebook_lanes": "data/results/notebook_lanes.json",
     "stage2_steps": "data/results/stage2_steps.json",

@@ -1,0 +1,65 @@
+"""The style judge on a concept set's held-out cells: what the style aims of the world issue are
+measured against (prints figures and writes a JSON; not a test).
+
+    python benchmarks/style_judge_sets.py [--concepts core] [--threads 2]
+                                          [--out data/results/style_judge_sets.json]
+
+The judge's card (``data/checkpoints/style_classifier``) gives its accuracy on the held-out cells
+of the whole array; RESULTS section 1 compares the encoder's style probe and the style ceiling
+(the judge on tokenizer round trips) on ``core``'s held-out cells, so this measures the judge on
+exactly those cells, real stickers and their round trip through the shipped tokenizer, each
+rate with its binomial standard error (:func:`drclib.judges.metrics.rate_se`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--concepts", nargs="+", default=["core"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="data/results/style_judge_sets.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from drclib.backbone import tokenizer as tok_mod
+    from drclib.data import StickerSet, heldout_cells
+    from drclib.io import write_json
+    from drclib.judges import load_default
+    from drclib.judges.metrics import rate_se
+    from drclib.runtime import describe_machine, pick_device
+
+    device = pick_device("cpu")
+    t0 = time.perf_counter()
+    judge, tokenizer = load_default("style_classifier", device).eval(), tok_mod.load_default()
+    out = {"command": "python benchmarks/style_judge_sets.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "machine": describe_machine(device), "sets": {}}
+    for name in args.concepts:
+        stickers = StickerSet.load(concepts=name)
+        cells = np.argwhere(heldout_cells(stickers))
+        with torch.no_grad():
+            real = stickers.batch(cells, as_torch=True)
+            views = {"real": real, "round trip": tokenizer.reconstruct(real.to(tokenizer.device)).float().cpu().clamp(0, 1)}
+            entry = {"n": int(len(cells))}
+            for view, images in views.items():
+                acc = float((judge(images.to(device)).argmax(1).cpu().numpy() == cells[:, 0]).mean())
+                entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
+        out["sets"][name] = entry
+        print(f"{name}: {len(cells)} held-out cells; style judge on real stickers {entry['real']['style_acc']:.3f} ± "
+              f"{entry['real']['se']:.3f}, on their round trip {entry['round trip']['style_acc']:.3f} ± "
+              f"{entry['round trip']['se']:.3f}")
+    out["minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
