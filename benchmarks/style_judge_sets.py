@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from drclib.backbone import tokenizer as tok_mod
     from drclib.data import StickerSet, heldout_cells
     from drclib.io import write_json
-    from drclib.judges import load_default
+    from drclib.judges import evaluate_classifier, load_default
     from drclib.judges.metrics import rate_se
     from drclib.runtime import describe_machine, pick_device
 
@@ -44,13 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.concepts:
         stickers = StickerSet.load(concepts=name)
         cells = np.argwhere(heldout_cells(stickers))
-        with torch.no_grad():
-            real = stickers.batch(cells, as_torch=True)
-            views = {"real": real, "round trip": tokenizer.reconstruct(real.to(tokenizer.device)).float().cpu().clamp(0, 1)}
-            entry = {"n": int(len(cells))}
-            for view, images in views.items():
-                acc = float((judge(images.to(device)).argmax(1).cpu().numpy() == cells[:, 0]).mean())
-                entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
+        entry = {"n": int(len(cells))}
+        for view, through in (("real", None), ("round trip", tokenizer.reconstruct)):
+            acc = evaluate_classifier(judge, stickers, cells, through=through)["acc"]
+            entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
         out["sets"][name] = entry
         print(f"{name}: {len(cells)} held-out cells; style judge on real stickers {entry['real']['style_acc']:.3f} ± "
               f"{entry['real']['se']:.3f}, on their round trip {entry['round trip']['style_acc']:.3f} ± "

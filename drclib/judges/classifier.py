@@ -349,16 +349,22 @@ def train_classifier(stickers, target: str, *, epochs: int = 10, batch_size: int
     return model, history
 
 
-def evaluate_classifier(model: StickerClassifier, stickers, cells: np.ndarray) -> dict[str, float]:
+def evaluate_classifier(model: StickerClassifier, stickers, cells: np.ndarray, *,
+                        through=None, batch_size: int = 256) -> dict[str, float]:
     """Accuracy of one classifier on (style, emoji) cells ``[N, 2]``: ``acc`` (top-1) and,
-    for the emoji target, ``top5``; plus ``n``."""
+    for the emoji target (or whenever ``through`` is given), ``top5``; plus ``n``. ``through``:
+    a function the stickers pass through first, in batches (e.g. a tokenizer's ``reconstruct``:
+    how the classifier judges decoded images)."""
     cells = np.asarray(cells, dtype=np.int64)
     images = stickers.batch(cells, as_torch=True)
+    if through is not None:
+        with torch.no_grad():
+            images = torch.cat([through(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
     labels = torch.from_numpy(cells[:, 0] if model.config.target == "style" else cells[:, 1])
     k = min(5, model.config.num_classes)
     top = model.topk(images, k)[1]
     out = {"acc": float((top[:, 0] == labels).float().mean()), "n": int(len(cells))}
-    if model.config.target == "emoji":
+    if model.config.target == "emoji" or through is not None:
         out["top5"] = float((top == labels[:, None]).any(1).float().mean())
     return out
 

@@ -131,14 +131,8 @@ def _cli_train(args) -> int:
     try:  # how it judges decoder output: held-out cells after the shipped tokenizer's round trip
         from drclib.backbone import tokenizer as vt
 
-        tok = vt.load_default()
-        x = stickers.batch(ho_cells, as_torch=True)
-        rec = torch.cat([tok.reconstruct(x[i:i + 256]).cpu() for i in range(0, len(x), 256)])
-        top = shipped.topk(rec, min(5, shipped.config.num_classes))[1]
-        lab = torch.from_numpy(ho_cells[:, 0 if args.target == "style" else 1])
-        metrics["heldout_reconstructed"] = {"acc": float((top[:, 0] == lab).float().mean()),
-                                            "top5": float((top == lab[:, None]).any(1).float().mean()),
-                                            "n": int(len(ho_cells))}
+        metrics["heldout_reconstructed"] = evaluate_classifier(shipped, stickers, ho_cells,
+                                                               through=vt.load_default().reconstruct)
     except CheckpointError:
         pass
     # held-out top-1 accuracy per style of the cell (which artists the evaluator finds hard)
