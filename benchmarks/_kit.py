@@ -21,12 +21,17 @@ def named_paths(items: list[str], what: str = "an argument") -> dict[str, Path]:
     return out
 
 
+def in_repo(path: str | Path) -> Path:
+    """``path`` as given when absolute, else under the repository root (scripts and tests
+    may run from elsewhere)."""
+    return Path(path) if Path(path).is_absolute() else ROOT / path
+
+
 def read_card(folder: str | Path, what: str = "", sub: str = "", part: str | None = "extra") -> dict:
     """The training record (``extra`` of ``config.json``; ``part=None``: the whole file) of the
     model saved in ``folder`` (or its sub-folder ``sub``), a relative folder read from the
     repository root; a clear exit when there is none (``what``: the kind of model, for the message)."""
-    path = Path(folder) if Path(folder).is_absolute() else ROOT / folder
-    path = path / sub / "config.json" if sub else path / "config.json"
+    path = in_repo(folder) / sub / "config.json" if sub else in_repo(folder) / "config.json"
     if not path.is_file():
         raise SystemExit(f"no {what + ' ' if what else ''}card at {path}: train it first (see this script's docstring)")
     from drclib.io import read_json

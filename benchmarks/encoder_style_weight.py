@@ -95,13 +95,9 @@ def row(name: str, folder: Path, probe: dict) -> dict:
     extra = card.get("extra", card)
     core = extra["probes"]["core"]
     n = int(core["n_heldout"])
-    tokens, mean = _probe_row(probe, ROW, "set"), _probe_row(probe, MEAN, "set")
-    optional = {}                                       # rows an older style_probe.json may lack
-    for key, features, trained_on in (("style_all_fit_all", ROW, "all"), ("style_all_embedding", EMB, "set")):
-        try:
-            optional[key] = _probe_row(probe, features, trained_on)
-        except KeyError:
-            pass
+    probes = {"style_all": _probe_row(probe, ROW, "set"), "style_all_mean_token": _probe_row(probe, MEAN, "set"),
+              "style_all_embedding": _probe_row(probe, EMB, "set"), "style_all_fit_all": _probe_row(probe, ROW, "all")}
+    tokens = probes["style_all"]
     out = {"name": name, "folder": str(folder), "command": extra.get("command", ""),
            "style_weight": extra.get("train", {}).get("style_weight", 1.0),
            "steps": extra.get("train", {}).get("steps"), "dim": extra["config"]["dim"],
@@ -111,13 +107,13 @@ def row(name: str, folder: Path, probe: dict) -> dict:
                        ("round_trip_emoji", core["reconstructed_tokens_emoji"]),
                        ("round_trip_style", core["reconstructed_tokens_style"])):
         out[key], out[key + "_se"] = float(value), rate_se(float(value), n)
-    for key, r in (("style_all", tokens), ("style_all_mean_token", mean), *optional.items()):
+    for key, r in probes.items():
         out[key], out[key + "_se"] = float(r["heldout_all"]), float(r["heldout_all_se"])
     return dict(out, **caption_match(folder))
 
 
 def table(rows: list) -> str:
-    def rate(r, key):
+    def rate(r, key):      # rows kept from before a column existed lack it
         return f"{r[key]:.3f} ± {r[key + '_se']:.3f}" if key in r else "not measured"
 
     lines = ["| encoder | core held-out (64): emoji | core held-out: style | all held-out (685): style, 64 tokens "

@@ -49,14 +49,9 @@ from drclib.io import write_json
 from drclib.judges.metrics import rate_se
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
-from _kit import named_paths, read_card  # noqa: E402
+from _kit import ROOT, in_repo, named_paths, read_card  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("both", "emoji_top1", "style_acc", "collapse_reference")
-
-
-def _resolve(folder: str) -> Path:
-    return Path(folder) if Path(folder).is_absolute() else ROOT / folder
 
 
 def _card(folder: Path) -> dict:
@@ -113,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {e['lmm']} | {e['precision']} | {e['seed']} | {e['final_loss']} | "
               f"{s['emoji_top1']['value']:.3f} ± {s['emoji_top1']['se']:.3f} | {s['both']['value']:.3f} ± {s['both']['se']:.3f} | "
               f"{h['emoji_top1']['value']:.3f} ± {h['emoji_top1']['se']:.3f} | {h['both']['value']:.3f} ± {h['both']['se']:.3f} |")
-    path = _resolve(args.out)
+    path = in_repo(args.out)
     write_json(path, out)
     print(f"-> {path}")
     return 0

@@ -52,9 +52,8 @@ import numpy as np
 from drclib.io import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
-from _kit import named_paths, read_card  # noqa: E402
+from _kit import in_repo, named_paths, read_card  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 AT_STEPS = (50, 100, 150, 200, 250, 300)
 
 
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
         out["lmm"][name] = {"folder": str(folder), "command": extra.get("command"), "steps": extra["pretrain"]["steps"],
                             "train_minutes": extra.get("train_minutes"), "evaluation": extra["evaluation"],
                             "loss": loss_at(extra["history"], "loss", (400, 600, 800, 1000, 1200))}
-    dest = write_json(ROOT / args.out, out)
+    dest = write_json(in_repo(args.out), out)
     for name, e in out["stage1"].items():
         print(f"{name:12s} steps {e['steps']}  loss@150 {e['loss']['150']}  loss@300 {e['loss']['300']}  "
               f"swap both train {e['swap']['train']['both']:.3f} heldout {e['swap']['heldout']['both']:.3f}")

@@ -632,7 +632,7 @@ def test_encoder_style_weight_reads_cards_and_style_probes(tmp_path, monkeypatch
                 "heldout_all_se": math.sqrt(acc * (1 - acc) / 685), "n_heldout_all": 685}
 
     probe = {"rows": [probe_row(mod.ROW, "all", 0.9), probe_row(mod.ROW, "set", 0.8), probe_row(mod.MEAN, "set", 0.85),
-                      dict(probe_row(mod.ROW, "set", 0.1), view="round trip")]}
+                      probe_row(mod.EMB, "set", 0.7), dict(probe_row(mod.ROW, "set", 0.1), view="round trip")]}
     (tmp_path / "probe.json").write_text(json.dumps(probe))
     out = tmp_path / "o.json"
     assert mod.main(["sw 3=" + str(folder), "--style-probe", f"sw 3={tmp_path / 'probe.json'}", "--out", str(out)]) == 0
@@ -641,14 +641,18 @@ def test_encoder_style_weight_reads_cards_and_style_probes(tmp_path, monkeypatch
     assert (r["name"], r["style_weight"], r["emoji"], r["style"], r["style_all"], r["style_all_mean_token"]) == \
         ("sw 3", 3.0, 0.75, 0.5, 0.8, 0.85)                            # the probe fitted on the set, real stickers
     assert math.isclose(r["style_se"], math.sqrt(0.25 / 64)) and "| sw 3 | 0.750 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
-    assert "| 0.800 ± 0.015 | 0.850 ± 0.014 | not measured | 0.900 ± 0.011 | 0.200 ± 0.015 | 0.700 / 0.400 |" \
-        in got["table"]                                                # no style-embedding row: not measured
-    # --keep: an earlier run's rows stay (their folders may be gone), a row given again is replaced in place
+    assert "| 0.800 ± 0.015 | 0.850 ± 0.014 | 0.700 ± 0.018 | 0.900 ± 0.011 | 0.200 ± 0.015 | 0.700 / 0.400 |" \
+        in got["table"]
+    # --keep: an earlier run's rows stay (their folders may be gone), a row given again is replaced in place;
+    # a row kept from before a column existed shows it as not measured
+    older = dict(got, rows=[{k: v for k, v in got["rows"][0].items() if not k.startswith("style_all_embedding")}])
+    out.write_text(json.dumps(older))
     (tmp_path / "probe2.json").write_text(json.dumps(probe))
     assert mod.main(["--keep", "other=" + str(folder), "--style-probe", f"other={tmp_path / 'probe2.json'}",
                      "--out", str(out)]) == 0
     kept = json.loads(out.read_text())
     assert [r["name"] for r in kept["rows"]] == ["sw 3", "other"] and kept["earlier_commands"] == [got["command"]]
+    assert "| 0.800 ± 0.015 | 0.850 ± 0.014 | not measured | 0.900 ± 0.011 |" in kept["table"]
     assert mod.main(["--keep", "sw 3=" + str(folder), "--style-probe", f"sw 3={tmp_path / 'probe.json'}",
                      "--out", str(out)]) == 0
     again = json.loads(out.read_text())
