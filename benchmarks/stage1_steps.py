@@ -26,6 +26,10 @@ stage 1 at it):
     python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_3000 \\
         --out runs/enc_ckpt/stage1_aug_lmm/drc
     python -m drclib.train stage1 --variant drc --threads 1 --seed 1 --out runs/enc_ckpt/stage1_shipped_enc_seed1/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_6000 \\
+        --out runs/enc_ckpt/stage1_aug6000_lmm/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_6000_seed1 \\
+        --out runs/enc_ckpt/stage1_aug6000_s1_lmm/drc
     DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 --seed 1 \\
         --out runs/enc_ckpt_sw3/stage1_seed1/drc
     python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \\
@@ -34,6 +38,8 @@ stage 1 at it):
         "encoder with a 32-64-128 style stack, style weight 3=runs/enc_ckpt_sw3/stage1/drc" \\
         "encoder with a 32-64-128 style stack, style weight 3, seed 1=runs/enc_ckpt_sw3/stage1_seed1/drc" \\
         "LMM trained with --augment 0.5 --copies 4 --steps 3000=runs/enc_ckpt/stage1_aug_lmm/drc" \\
+        "LMM trained with --augment 0.5 --copies 4 for 6000 steps=runs/enc_ckpt/stage1_aug6000_lmm/drc" \\
+        "LMM trained with --augment 0.5 --copies 4 for 6000 steps, LMM seed 1=runs/enc_ckpt/stage1_aug6000_s1_lmm/drc" \\
         --out data/results/stage1_encoders.json
 
 (the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).
