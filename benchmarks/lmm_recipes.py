@@ -4,12 +4,15 @@
                                      [--out data/results/lmm_recipes.json]
 
 Every row is the shipped recipe (:data:`drclib.train.LMM_RECIPE`: 1,200 steps of batch 32, seed
-0) with one option switched on (the augmented recipe also at 3,000 steps, for seeds 0 and 1),
+0) with one option switched on (the augmented recipe also at 3,000 steps, for seeds 0 and 1,
+continued to 6,000 with ``--init-from``, at 3,000 steps with 8 layers instead of 4, and with
+more augmentation, for two seeds and continued to 6,000 steps),
 trained with ``python -m drclib.train backbone --concepts core`` into ``<root>/lmm_<name>``
 (``--train`` trains the missing ones, about 20 minutes each on one thread of the 2-core
-machine, 30 at 3,000 steps), and scored by the command's own evaluation (greedy
+machine, 30 at 3,000 steps, 60 with 8 layers), and scored by the command's own evaluation (greedy
 text-to-image, 300 training cells and the 64 held-out cells, the judges' argmax over `core`).
-The first row is the shipped LMM. The loss column is the mean text-to-image loss (nats a
+The first row is the shipped LMM. A continued run's minutes
+include the run it continued. The loss column is the mean text-to-image loss (nats a
 visual code) over the last 10% of the card's logged steps. Prints a markdown table with standard errors and writes the
 rows, commands and machine to ``--out``; RESULTS.md section 1 quotes it. ``--keep``: a recipe
 whose folder is gone keeps its row from ``--out`` (each row names its command and machine).
@@ -32,8 +35,22 @@ RECIPES = {
     # the augmented recipe was short of steps at 1,200 (training cells fell): 3,000, two seeds
     "augment_3000": ["--augment", "0.5", "--copies", "4", "--steps", "3000"],
     "augment_3000_seed1": ["--augment", "0.5", "--copies", "4", "--steps", "3000", "--seed", "1"],
+    # held-out cells moved, training cells were still short of the shipped recipe's: 3,000 steps more on each
+    # seed (a second learning-rate schedule from the 3,000-step weights), and the same recipe twice as deep
+    "augment_6000": ["--augment", "0.5", "--copies", "4", "--steps", "3000",
+                     "--init-from", "{root}/lmm_augment_3000"],
+    "augment_6000_seed1": ["--augment", "0.5", "--copies", "4", "--steps", "3000", "--seed", "1",
+                           "--init-from", "{root}/lmm_augment_3000_seed1"],
+    "augment_3000_deep": ["--augment", "0.5", "--copies", "4", "--steps", "3000", "--layers", "8"],
+    # neither more steps nor depth moved held-out cells: more augmentation instead
+    "augment_strong_3000": ["--augment", "0.8", "--copies", "8", "--steps", "3000"],
+    # it moved held-out cells the most and underfit the training cells: a second seed, and 3,000 steps more
+    "augment_strong_3000_seed1": ["--augment", "0.8", "--copies", "8", "--steps", "3000", "--seed", "1"],
+    "augment_strong_6000": ["--augment", "0.8", "--copies", "8", "--steps", "3000",
+                            "--init-from", "{root}/lmm_augment_strong_3000"],
 }
-"""Row name -> the flags added to the shipped recipe (``python -m drclib.train backbone --help``)."""
+"""Row name -> the flags added to the shipped recipe (``python -m drclib.train backbone --help``);
+``{root}`` is ``--root``. A recipe that continues another (``--init-from``) comes after it."""
 
 
 def row(folder: Path) -> dict | None:
@@ -45,7 +62,9 @@ def row(folder: Path) -> dict | None:
     t2i = [x for x in extra["history"]["loss_t2i"] if x is not None and x == x]
     tail = t2i[-max(1, len(t2i) // 10):]
     keep = ("style_acc", "emoji_top1", "both", "n_cells")
-    return {"folder": str(folder), "command": extra["command"], "train_minutes": extra["train_minutes"],
+    # a continued run's card keeps the runs before it: its minutes are theirs and its own
+    minutes = extra["train_minutes"] + sum(p.get("train_minutes", 0.0) for p in extra.get("previous", []))
+    return {"folder": str(folder), "command": extra["command"], "train_minutes": minutes,
             "final_t2i_loss": sum(tail) / len(tail),
             "machine": extra.get("machine"),
             "train_cells": {k: ev["train_cells"][k] for k in keep},
@@ -80,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {"shipped recipe": row(default_checkpoint_dir())}
     old = json.loads(Path(args.out).read_text())["rows"] if args.keep and Path(args.out).is_file() else {}
-    for name, flags in RECIPES.items():
+    for name, recipe in RECIPES.items():
+        flags = [f.format(root=args.root) for f in recipe]
         folder = Path(args.root) / f"lmm_{name}"
         if row(folder) is None and args.train:
             cmd = [sys.executable, "-m", "drclib.train", "backbone", "--concepts", "core", "--threads",
