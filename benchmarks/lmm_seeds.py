@@ -73,12 +73,12 @@ def train(todo: dict, lanes: int = 2) -> None:
                 print(f"seed {seed} done", flush=True)
 
 
-def spread(rows: dict) -> dict:
-    """Per figure: the runs' values, their mean, the standard deviation across runs (n - 1), the
-    lowest and highest with the runs that gave them, and the binomial standard error of one
-    run's figure at the mean (its scoring noise)."""
+def spread(rows: dict, figures=FIGURES) -> dict:
+    """Per figure (``(split, figure)`` pairs): the runs' values, their mean, the standard deviation
+    across runs (n - 1), the lowest and highest with the runs that gave them, and the binomial
+    standard error of one run's figure at the mean (its scoring noise)."""
     out = {}
-    for split, fig in FIGURES:
+    for split, fig in figures:
         vals = [r[split][fig] for r in rows.values()]
         names = list(rows)
         n_cells = min(r[split]["n_cells"] for r in rows.values())

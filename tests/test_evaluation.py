@@ -700,3 +700,27 @@ def test_lmm_recipes_keeps_rows_whose_folders_are_gone(tmp_path):
     assert "| + --factor-dropout 0.3 | 21.8 | 0.24 | 0.750 ± 0.054 | 0.250 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
     assert mod.main(["--root", str(tmp_path / "none"), "--out", str(out)]) == 0
     assert set(json.loads(out.read_text())["rows"]) == {"shipped recipe"}
+
+
+def test_lmm_recipes_seed_groups_average_a_recipes_seeds():
+    """benchmarks/lmm_recipes.py: a recipe trained with several seeds is summarised by the mean
+    and spread over its seeds; a group with fewer than two trained seeds is left out."""
+    import importlib.util
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("lmm_recipes", repo_root() / "benchmarks" / "lmm_recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    group, members = next((g, m) for g, m in mod.SEED_GROUPS.items() if len(m) == 3)
+
+    def fake(both):
+        cells = {"style_acc": 0.5, "emoji_top1": 0.75, "both": both, "n_cells": 64}
+        return {"train_cells": cells, "heldout_cells": cells}
+
+    rows = {f"row {m}": fake(b) for m, b in zip(members, (0.25, 0.5, 0.75))}
+    names = {m: f"row {m}" for m in members}
+    got = mod.seed_groups(rows, names)[group]["heldout_cells.both"]
+    assert got["n_runs"] == 3 and got["mean"] == pytest.approx(0.5) and got["sd"] == pytest.approx(0.25)
+    assert (got["min"], got["max"]) == (0.25, 0.75) and got["max_run"] == f"row {members[2]}"
+    assert group not in mod.seed_groups(rows, {members[0]: f"row {members[0]}"})
