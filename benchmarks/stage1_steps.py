@@ -36,6 +36,8 @@ stage 1 at it):
         --out runs/enc_ckpt/stage1_strong6000_lmm/drc
     python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_max_6000 \\
         --out runs/enc_ckpt/stage1_max6000_lmm/drc
+    python -m drclib.train stage1 --variant drc --threads 2 --seed 1 --lmm runs/pilots/lmm_augment_max_6000 \\
+        --out runs/enc_ckpt/stage1_max6000_lmm_seed1/drc
     DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 --seed 1 \\
         --out runs/enc_ckpt_sw3/stage1_seed1/drc
     python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \\
@@ -49,6 +51,7 @@ stage 1 at it):
         "LMM trained with --augment 0.8 --copies 8 --steps 3000=runs/enc_ckpt/stage1_strong_lmm/drc" \\
         "LMM trained with --augment 0.8 --copies 8 for 6000 steps=runs/enc_ckpt/stage1_strong6000_lmm/drc" \\
         "LMM trained with --augment 0.9 --copies 16 for 6000 steps=runs/enc_ckpt/stage1_max6000_lmm/drc" \\
+        "LMM trained with --augment 0.9 --copies 16 for 6000 steps, stage-1 seed 1=runs/enc_ckpt/stage1_max6000_lmm_seed1/drc" \\
         --out data/results/stage1_encoders.json
 
 (the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).
