@@ -118,7 +118,8 @@ def table(rows: dict) -> str:
 
 GROUP_FIGURES = tuple((split, fig) for split in ("train_cells", "heldout_cells")
                       for fig in ("style_acc", "emoji_top1", "both"))
-"""(split, figure) pairs a seed group's spread is taken over: every figure of the table."""
+"""(split, figure) pairs a seed group's spread is taken over: style, emoji and both on each split
+(the table's figures and the training cells' style)."""
 
 
 def seed_groups(rows: dict, names: dict) -> dict:
