@@ -63,6 +63,51 @@ def test_generation_from_inputs_embeds_matches_text(lmm):
     assert torch.equal(from_text, from_emb)
 
 
+def test_factor_caption_names_one_factor():
+    from drclib.backbone import factor_caption, sticker_caption
+
+    assert factor_caption(name="cat face") == "a sticker of cat face"
+    assert factor_caption(style="noto") == "a sticker in noto style"
+    assert sticker_caption("cat face", "noto").startswith(factor_caption(name="cat face") + " ")
+    for bad in (dict(), dict(name="cat face", style="noto")):
+        with pytest.raises(ValueError, match="exactly one"):
+            factor_caption(**bad)
+
+
+def test_guidance_scores_codes_by_the_prompts_difference(lmm):
+    p, neg = "a sticker of thing number 1 in noto style", "a sticker of thing number 1"
+    plain = lmm.generate_images(p, greedy=True)
+    # guiding away from the prompt itself changes nothing: the difference of the two is zero
+    assert torch.equal(plain, lmm.generate_images(p, greedy=True, negative_text=p, guidance_scale=3.0))
+    w = 4.0
+    g = lmm.generate_images([p, p], greedy=True, negative_text=neg, guidance_scale=w, num_images=2)
+    assert g.shape == (4, 64) and torch.equal(g[0], g[3])
+    assert torch.equal(g, lmm.generate_images([p, p], greedy=True, negative_text=[neg, neg], guidance_scale=w,
+                                              num_images=2, use_cache=False))
+    # the first code by hand: argmax of (1 + w) log p(c | prompt) - w log p(c | negative)
+    lo, hi = lmm.visual_offset, lmm.visual_offset + 16
+    with torch.no_grad():
+        def first_logp(text):
+            return torch.log_softmax(lmm(input_ids=torch.tensor([lmm.t2i_ids(text)])).logits[0, -1, lo:hi], -1)
+        want = ((1 + w) * first_logp(p) - w * first_logp(neg)).argmax()
+    assert g[0, 0] == want
+    s = lmm.generate_images(p, negative_text=neg, guidance_scale=1.0, seed=3, num_images=2)
+    assert torch.equal(s, lmm.generate_images(p, negative_text=neg, guidance_scale=1.0, seed=3, num_images=2))
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(text="x", negative_text="y"), "only used with guidance_scale"),
+    (dict(text="x", guidance_scale=1.0), "needs text prompts and negative_text"),
+    (dict(inputs_embeds=torch.zeros(1, 2, 32), negative_text="y", guidance_scale=1.0), "needs text prompts"),
+    (dict(text=["x", "z"], negative_text=["y"] * 3, guidance_scale=1.0), "3 prompts for 2"),
+    (dict(text="x", negative_text="y", guidance_scale=-1.0), "guidance_scale must be"),
+    (dict(text="x", negative_text="y", guidance_scale=float("nan")), "guidance_scale must be"),
+])
+def test_guidance_bad_input(lmm, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        lmm.generate_images(**kwargs)
+
+
 @pytest.mark.parametrize("kwargs, msg", [
     (dict(), "exactly one"),
     (dict(text="x", inputs_embeds=torch.zeros(1, 2, 32)), "exactly one"),

@@ -724,3 +724,27 @@ def test_lmm_recipes_seed_groups_average_a_recipes_seeds():
     assert got["n_runs"] == 3 and got["mean"] == pytest.approx(0.5) and got["sd"] == pytest.approx(0.25)
     assert (got["min"], got["max"]) == (0.25, 0.75) and got["max_run"] == f"row {members[2]}"
     assert group not in mod.seed_groups(rows, {members[0]: f"row {members[0]}"})
+
+
+def test_style_guidance_keeps_rows_of_lmms_whose_folders_are_gone(tmp_path):
+    """benchmarks/style_guidance.py: an LMM whose folder is gone keeps its earlier rows with
+    --keep (and is left out without it); the table gives every rate with its standard error."""
+    import importlib.util
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("style_guidance", repo_root() / "benchmarks" / "style_guidance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cells = {"style_acc": 0.5, "emoji_top1": 0.75, "both": 0.25, "n_cells": 64}
+    earlier = {"lmm": "gone", "folder": "nowhere", "guidance_scale": 1.0, "train_cells": cells, "heldout_cells": cells}
+    out = tmp_path / "g.json"
+    out.write_text(json.dumps({"command": "x", "rows": {"gone, w=1": earlier}}))
+    args = ["--lmm", f"gone={tmp_path / 'none'}", "--out", str(out), "--threads", str(torch.get_num_threads())]
+    assert mod.main(args + ["--keep"]) == 0
+    got = json.loads(out.read_text())
+    assert set(got["rows"]) == {"gone, w=1"}
+    assert "| gone | 1 | 0.500 ± 0.062 | 0.750 ± 0.054 | 0.250 ± 0.054 |" in got["table"]
+    assert mod.main(args) == 0 and json.loads(out.read_text())["rows"] == {}
+    with pytest.raises(SystemExit, match="scales"):
+        mod.main(args + ["--scales", "-1"])

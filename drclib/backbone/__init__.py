@@ -28,6 +28,7 @@ from drclib.backbone.lmm import (
                                  default_checkpoint_dir,
                                  default_corpus,
                                  encode_sticker_set,
+                                 factor_caption,
                                  load_default,
                                  load_text_tokenizer,
                                  save_text_tokenizer,
@@ -35,4 +36,4 @@ from drclib.backbone.lmm import (
                                  sticker_codes,
 )
 
-__all__ = ["SPECIALS", "PAD", "UNK", "BOS", "EOS", "IMG", "IMG_END", "Z", "SEP", "TOKENIZER_FILE", "LORA_TARGETS", "sticker_caption", "build_text_tokenizer", "save_text_tokenizer", "load_text_tokenizer", "default_corpus", "LMMConfig", "WithTextTokenizer", "PocketLMM", "default_checkpoint_dir", "load_default", "encode_sticker_set", "sticker_codes"]
+__all__ = ["SPECIALS", "PAD", "UNK", "BOS", "EOS", "IMG", "IMG_END", "Z", "SEP", "TOKENIZER_FILE", "LORA_TARGETS", "sticker_caption", "factor_caption", "build_text_tokenizer", "save_text_tokenizer", "load_text_tokenizer", "default_corpus", "LMMConfig", "WithTextTokenizer", "PocketLMM", "default_checkpoint_dir", "load_default", "encode_sticker_set", "sticker_codes"]

@@ -48,6 +48,15 @@ def sticker_caption(name: str, style: str) -> str:
     return f"a sticker of {name} in {style} style"
 
 
+def factor_caption(name: str | None = None, style: str | None = None) -> str:
+    """A caption naming one factor: ``a sticker of cat face`` (the emoji only) or ``a sticker in
+    noto style`` (the style only); pretraining's factor dropout uses them, and guidance away from
+    the emoji-only one pushes a drawing towards its caption's style."""
+    if (name is None) == (style is None):
+        raise ValueError("give exactly one of name (the emoji) or style")
+    return f"a sticker of {name}" if name is not None else f"a sticker in {style} style"
+
+
 def _visual_token(code: int, width: int) -> str:
     return f"<v{code:0{width}d}>"
 
@@ -403,7 +412,8 @@ class PocketLMM(WithTextTokenizer):
     def generate_images(self, text: str | list[str] | None = None, *, inputs_embeds: torch.Tensor | None = None,
                         attention_mask: torch.Tensor | None = None, num_images: int = 1, seed: int | None = None,
                         greedy: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                        use_cache: bool = True) -> torch.LongTensor:
+                        use_cache: bool = True, negative_text: str | list[str] | None = None,
+                        guidance_scale: float = 0.0) -> torch.LongTensor:
         """Generate visual codes ``[B * num_images, 64]`` for text prompts or prompt embeddings.
 
         Exactly ``tokens_per_image`` steps, each constrained to the visual codes (other tokens
@@ -411,6 +421,13 @@ class PocketLMM(WithTextTokenizer):
         prefix before ``<img>``: later stages put latent instructions there. ``seed`` makes
         sampling repeatable; ``greedy`` takes the most likely code. ``use_cache=False``
         recomputes the whole sequence every step (for the benchmark only: much slower).
+
+        ``guidance_scale`` w > 0 with ``negative_text`` (one prompt, or one per text prompt) is
+        classifier-free guidance: each step scores codes by ``log p(c | text) + w * (log p(c |
+        text) - log p(c | negative))``, pushing the image towards what the prompt says and the
+        negative prompt does not (e.g. the negative ``a sticker of cat face`` for ``a sticker
+        of cat face in noto style`` pushes towards the style). Both prompts read the same codes
+        drawn so far; it costs a second batch row per image.
         """
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
@@ -418,9 +435,25 @@ class PocketLMM(WithTextTokenizer):
             raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.config.n_visual:
             raise ValueError(f"top_k must be in 1..{self.config.n_visual}, got {top_k}")
+        if not (isinstance(guidance_scale, (int, float)) and guidance_scale >= 0 and np.isfinite(guidance_scale)):
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        guided = guidance_scale > 0
+        if guided:
+            if negative_text is None or text is None:
+                raise ValueError("guidance_scale > 0 needs text prompts and negative_text (the prompt to "
+                                 "guide away from, e.g. the caption without its style)")
+            texts = [text] if isinstance(text, str) else list(text)
+            negs = [negative_text] * len(texts) if isinstance(negative_text, str) else list(negative_text)
+            if len(negs) != len(texts):
+                raise ValueError(f"negative_text has {len(negs)} prompts for {len(texts)} text prompts; "
+                                 "give one, or one per prompt")
+            text = texts + negs
+        elif negative_text is not None:
+            raise ValueError("negative_text is only used with guidance_scale > 0")
         was_training = self.training
         self.eval()
         emb, mask = self._prompt_embeddings(text, inputs_embeds, attention_mask, num_images)
+        n_out = emb.shape[0] // 2 if guided else emb.shape[0]
         gen = torch.Generator(device="cpu")
         gen.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
         lo, hi = self.visual_offset, self.visual_offset + self.config.n_visual
@@ -438,6 +471,9 @@ class PocketLMM(WithTextTokenizer):
             else:
                 logits, _ = self._step(emb, mask, positions, None)
             logits = logits[:, lo:hi]
+            if guided:
+                cond, neg = F.log_softmax(logits[:n_out], -1), F.log_softmax(logits[n_out:], -1)
+                logits = cond + guidance_scale * (cond - neg)
             if greedy:
                 code = logits.argmax(-1)
             else:
@@ -448,6 +484,8 @@ class PocketLMM(WithTextTokenizer):
                 probs = F.softmax(logits, -1).cpu()
                 code = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(self.device)
             out_codes.append(code)
+            if guided:
+                code = torch.cat([code, code])
             nxt = self.embed((code + lo)[:, None])
             next_pos = positions[:, -1:] + 1
             if use_cache:

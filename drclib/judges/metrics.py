@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from drclib.backbone.lmm import PocketLMM, sticker_caption
+from drclib.backbone.lmm import PocketLMM, factor_caption, sticker_caption
 from drclib.data.images import check_images
 from drclib.judges.classifier import StickerClassifier
 
@@ -292,15 +292,20 @@ def fid(model: StickerClassifier, images_a: torch.Tensor, images_b: torch.Tensor
 
 @torch.no_grad()
 def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
-                           batch_size: int = 64, greedy: bool = True, seed: int = 0) -> dict:
+                           batch_size: int = 64, greedy: bool = True, seed: int = 0,
+                           guidance_scale: float = 0.0) -> dict:
     """Generate ``a sticker of <name> in <style> style`` for every cell and classify the decoded
-    images: the rate with the asked style, the asked emoji (top-1, top-5) and both."""
+    images: the rate with the asked style, the asked emoji (top-1, top-5) and both.
+    ``guidance_scale`` > 0 guides each drawing away from its caption without the style
+    (``a sticker of <name>``; :meth:`PocketLMM.generate_images`), towards the asked style."""
     cells = np.asarray(cells)
     images = []
     for i in range(0, len(cells), batch_size):
         c = cells[i:i + batch_size]
         prompts = [sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in c]
-        codes = lmm.generate_images(prompts, greedy=greedy, seed=seed + i)
+        guide = ({"negative_text": [factor_caption(name=stickers.names[e]) for _, e in c],
+                  "guidance_scale": guidance_scale} if guidance_scale > 0 else {})
+        codes = lmm.generate_images(prompts, greedy=greedy, seed=seed + i, **guide)
         images.append(tokenizer.decode(codes.to(tokenizer.device)).cpu())
     images = torch.cat(images)
     rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, sticker_caption
+from drclib.backbone import BOS, EOS, IMG, IMG_END, PAD, SPECIALS, PocketLMM, factor_caption, sticker_caption
 from drclib.runtime import bf16_from_flag, describe_machine, resolve_bf16
 from drclib.train.cards import concept_record, model_stickers, previous_lines
 from drclib.train.loop import IGNORE, batch_indices, downsample, load_training_state, lr_at, save_training_state
@@ -106,8 +106,8 @@ class SequenceBuilder:
         n_styles, n_emoji = self.codes.shape[1:3]
         self.full = [[lmm.text_ids(sticker_caption(stickers.names[e], stickers.styles[s])) for e in range(n_emoji)]
                      for s in range(n_styles)]
-        self.emoji_only = [lmm.text_ids(f"a sticker of {n}") for n in stickers.names]
-        self.style_only = [lmm.text_ids(f"a sticker in {s} style") for s in stickers.styles]
+        self.emoji_only = [lmm.text_ids(factor_caption(name=n)) for n in stickers.names]
+        self.style_only = [lmm.text_ids(factor_caption(style=s)) for s in stickers.styles]
         self.hybrid = lmm.text_ids(HYBRID_PROMPT)
 
     def caption(self, s: int, e: int, factor: int = 0) -> list[int]:
