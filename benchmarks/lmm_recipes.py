@@ -8,7 +8,7 @@ Every row is the shipped recipe (:data:`drclib.train.LMM_RECIPE`: 1,200 steps of
 continued to 6,000 with ``--init-from``, at 3,000 steps with 8 layers instead of 4, and with
 more augmentation, for three seeds and continued to 6,000 steps, at the same or a quarter of
 the learning rate, with factor dropout or interleaved pairs, and more augmentation still, also
-continued),
+continued, for a second seed and to 9,000 steps),
 trained with ``python -m drclib.train backbone --concepts core`` into ``<root>/lmm_<name>``
 (``--train`` trains the missing ones, about 20 minutes each on one thread of the 2-core
 machine, 30 at 3,000 steps, 60 with 8 layers), and scored by the command's own evaluation (greedy
@@ -18,7 +18,9 @@ include the run it continued. The loss column is the mean text-to-image loss (na
 visual code) over the last 10% of the card's logged steps. Prints a markdown table with standard errors and writes the
 rows, commands and machine to ``--out``; RESULTS.md section 1 quotes it. ``--keep``: a recipe
 whose folder is gone keeps its row from ``--out`` (each row names its command and machine).
-A recipe trained with several seeds (:data:`SEED_GROUPS`) also gets its seeds' mean and spread.
+A recipe trained with several seeds (:data:`SEED_GROUPS`) also gets its seeds' mean and spread,
+and two calibration rows (:data:`CALIBRATION`, no LMM) set the scale: what the real sticker of
+each cell scores, and what the cell's emoji in another style scores.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ RECIPES = {
                                         "--interleaved-fraction", "0.2"],
     "augment_max_6000": ["--augment", "0.9", "--copies", "16", "--steps", "3000",
                          "--init-from", "{root}/lmm_augment_max_3000"],
+    # the only continuation that kept held-out style and emoji at once (one seed): a second seed,
+    # and 3,000 steps more, to see whether the training cells come back further with it
+    "augment_max_3000_seed1": ["--augment", "0.9", "--copies", "16", "--steps", "3000", "--seed", "1"],
+    "augment_max_6000_seed1": ["--augment", "0.9", "--copies", "16", "--steps", "3000", "--seed", "1",
+                               "--init-from", "{root}/lmm_augment_max_3000_seed1"],
+    "augment_max_9000": ["--augment", "0.9", "--copies", "16", "--steps", "3000",
+                         "--init-from", "{root}/lmm_augment_max_6000"],
 }
 """Row name -> the flags added to the shipped recipe (``python -m drclib.train backbone --help``);
 ``{root}`` is ``--root``. A recipe that continues another (``--init-from``) comes after it."""
@@ -76,6 +85,8 @@ SEED_GROUPS = {
     "mild augmentation, 6000 steps": ["augment_6000", "augment_6000_seed1"],
     "strong augmentation, 3000 steps": ["augment_strong_3000", "augment_strong_3000_seed1",
                                         "augment_strong_3000_seed2"],
+    "most augmentation, 3000 steps": ["augment_max_3000", "augment_max_3000_seed1"],
+    "most augmentation, 6000 steps": ["augment_max_6000", "augment_max_6000_seed1"],
 }
 """One recipe trained with several seeds: group name -> its recipes (names in :data:`RECIPES`).
 The output's ``seed_groups`` gives each group's spread over its seeds (``lmm_seeds.spread``:
@@ -110,7 +121,9 @@ def table(rows: dict) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         t, h = r["train_cells"], r["heldout_cells"]
-        out.append(f"| {name} | {r['train_minutes']:.1f} | {r['final_t2i_loss']:.2f} | {pm(t['emoji_top1'], t['n_cells'])} | "
+        minutes = "n/a" if r.get("train_minutes") is None else f"{r['train_minutes']:.1f}"
+        loss = "n/a" if r.get("final_t2i_loss") is None else f"{r['final_t2i_loss']:.2f}"
+        out.append(f"| {name} | {minutes} | {loss} | {pm(t['emoji_top1'], t['n_cells'])} | "
                    f"{pm(t['both'], t['n_cells'])} | {pm(h['style_acc'], h['n_cells'])} | "
                    f"{pm(h['emoji_top1'], h['n_cells'])} | {pm(h['both'], h['n_cells'])} |")
     return "\n".join(out)
@@ -132,6 +145,53 @@ def seed_groups(rows: dict, names: dict) -> dict:
         have = {names[m]: rows[names[m]] for m in members if m in names}
         if len(have) >= 2:
             out[group] = spread(have, GROUP_FIGURES)
+    return out
+
+
+CALIBRATION = {
+    "calibration: the asked sticker itself (its tokenizer round trip)": "copy",
+    "calibration: the asked emoji in another style it was seen in (style words ignored)": "other style",
+}
+"""Rows scored like an LMM's, without an LMM: what a perfect drawing of the asked cell scores (the
+judges' ceiling: they miss some real stickers' style, the 64-code round trip more), and what
+drawing the asked emoji in another style of the training cells scores (an LMM that ignores
+the style words: its "style" is the judge's confusions)."""
+
+
+def calibration(seed: int = 0) -> dict:
+    """:data:`CALIBRATION`'s rows on the LMM card's cells (:func:`drclib.train.eval_cell_subsets`
+    of `core`, 300), judged by the shipped judges: each cell's sticker coded by the shipped
+    tokenizer and decoded ("copy"), or the same emoji's sticker in a random other style whose
+    cell is a training cell ("other style", ``seed``)."""
+    import numpy as np
+    import torch
+
+    from drclib import judges
+    from drclib.backbone import sticker_codes
+    from drclib.backbone import tokenizer as tok_mod
+    from drclib.data import StickerSet, heldout_cells
+    from drclib.judges.metrics import classify_rates
+    from drclib.train import eval_cell_subsets
+
+    stickers = StickerSet.load(concepts="core")
+    tokenizer = tok_mod.load_default()
+    codes = sticker_codes(tokenizer, stickers)
+    style_clf, emoji_clf = judges.load_judges(stickers, "cpu")
+    held = heldout_cells(stickers)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, kind in CALIBRATION.items():
+        row = {"command": "python benchmarks/lmm_recipes.py (calibration)", "train_minutes": None, "final_t2i_loss": None}
+        for split, cells in eval_cell_subsets(stickers, 300).items():
+            drawn = cells[:, 0].copy()
+            if kind == "other style":
+                for i, (s, e) in enumerate(cells):
+                    drawn[i] = rng.choice([t for t in range(len(stickers.styles)) if t != s and not held[t, e]])
+            images = tokenizer.decode(codes[torch.as_tensor(drawn), torch.as_tensor(cells[:, 1])]).cpu()
+            rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),
+                                   torch.from_numpy(cells[:, 1]))
+            row[split] = {k: float(rates[k]) for k in ("style_acc", "emoji_top1", "both")} | {"n_cells": int(len(cells))}
+        out[name] = row
     return out
 
 
@@ -163,14 +223,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows[f"+ {' '.join(flags)}"] = r
         names[name] = f"+ {' '.join(flags)}"
-    print(table(rows))
+    calib = calibration()
+    print(table(calib | rows))
     groups = seed_groups(rows, names)
     for g, sp in groups.items():
         print(f"{g} ({sp['heldout_cells.both']['n_runs']} seeds): " + ", ".join(
             f"{k} {v['mean']:.3f} ± {v['sd']:.3f}" for k, v in sp.items()))
     write_json(args.out, {"command": "python benchmarks/lmm_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                          "rows": rows, "seed_groups": groups,
-                          "table": table(rows)})
+                          "rows": rows, "seed_groups": groups, "calibration": calib,
+                          "table": table(calib | rows)})
     print(f"wrote {args.out}")
     return 0
 

@@ -13,8 +13,8 @@ at fixed steps, the swap test), written to one JSON that RESULTS section 7 quote
         --out data/results/stage1_steps.json
 
 Does a semantic encoder that probes better make a better stage 1, and a pocket LMM that composes
-better? The shipped stage-1 recipe on other encoders and on another LMM, beside a rerun on the
-shipped parts on the same machine (``data/results/stage1_encoders.json``, RESULTS section 1; each
+better? And does stage 1 want more steps? The shipped stage-1 recipe on other encoders and on
+other LMMs, and with 600 and 1,200 steps instead of its 300, beside a rerun on the shipped parts on the same machine (``data/results/stage1_encoders.json``, RESULTS section 1; each
 ``runs/enc_ckpt*`` folder links every shipped part but the one named, ``DRC_CHECKPOINTS`` points
 stage 1 at it):
 
@@ -40,6 +40,14 @@ stage 1 at it):
         --out runs/enc_ckpt/stage1_max6000_lmm_seed1/drc
     DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 --seed 1 \\
         --out runs/enc_ckpt_sw3/stage1_seed1/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --steps 600 --lmm runs/pilots/lmm_augment_max_6000 \\
+        --out runs/enc_ckpt/stage1_max6000_lmm_600/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --steps 600 \\
+        --lmm runs/pilots/lmm_augment_max_6000_seed1 --out runs/enc_ckpt/stage1_max6000s1_lmm_600/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --steps 600 --out runs/enc_ckpt/stage1_shipped_600/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --steps 600 --seed 1 \\
+        --out runs/enc_ckpt/stage1_shipped_600_seed1/drc
+    python -m drclib.train stage1 --variant drc --threads 1 --steps 1200 --out runs/enc_ckpt/stage1_shipped_1200/drc
     python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \\
         "shipped parts, seed 1=runs/enc_ckpt/stage1_shipped_enc_seed1/drc" \\
         "encoder with a 32-64-128 style stack, 64 of 192 channels=runs/enc_ckpt/stage1/drc" \\
@@ -52,6 +60,11 @@ stage 1 at it):
         "LMM trained with --augment 0.8 --copies 8 for 6000 steps=runs/enc_ckpt/stage1_strong6000_lmm/drc" \\
         "LMM trained with --augment 0.9 --copies 16 for 6000 steps=runs/enc_ckpt/stage1_max6000_lmm/drc" \\
         "LMM trained with --augment 0.9 --copies 16 for 6000 steps, stage-1 seed 1=runs/enc_ckpt/stage1_max6000_lmm_seed1/drc" \\
+        "LMM trained with --augment 0.9 --copies 16 for 6000 steps, 600 stage-1 steps=runs/enc_ckpt/stage1_max6000_lmm_600/drc" \\
+        "LMM trained with --augment 0.9 --copies 16 for 6000 steps, LMM seed 1, 600 stage-1 steps=runs/enc_ckpt/stage1_max6000s1_lmm_600/drc" \\
+        "shipped parts, 600 stage-1 steps=runs/enc_ckpt/stage1_shipped_600/drc" \\
+        "shipped parts, 600 stage-1 steps, seed 1=runs/enc_ckpt/stage1_shipped_600_seed1/drc" \\
+        "shipped parts, 1200 stage-1 steps=runs/enc_ckpt/stage1_shipped_1200/drc" \\
         --out data/results/stage1_encoders.json
 
 (the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).

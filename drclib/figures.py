@@ -57,6 +57,8 @@ SOURCES = {
     "stage2_steps": "data/results/stage2_steps.json",
     "stage1_steps": "data/results/stage1_steps.json",
     "stage1_encoders": "data/results/stage1_encoders.json",
+    "style_guidance": "data/results/style_guidance.json",
+    "heldout_styles": "data/results/heldout_styles.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",

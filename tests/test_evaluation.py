@@ -748,3 +748,24 @@ def test_style_guidance_keeps_rows_of_lmms_whose_folders_are_gone(tmp_path):
     assert mod.main(args) == 0 and json.loads(out.read_text())["rows"] == {}
     with pytest.raises(SystemExit, match="scales"):
         mod.main(args + ["--scales", "-1"])
+
+
+def test_heldout_styles_counts_confusions_and_copied_codes():
+    """benchmarks/heldout_styles.py: the confusion matrix counts (asked, judged) pairs; a drawing
+    equal to the emoji's sticker in another style is a full copy of it and shares with the asked
+    sticker only the codes the two styles have in common."""
+    import importlib.util
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("heldout_styles", repo_root() / "benchmarks" / "heldout_styles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.confusion(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3) == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    codes = torch.zeros(3, 2, 4, dtype=torch.long)        # [style, emoji, code position]
+    codes[1] = 1
+    codes[2, :, :2] = 1                                    # style 2 shares half its codes with style 1
+    cells = np.array([[1, 0], [1, 1]])                     # asked: style 1, emoji 0 and 1
+    drawn = codes[2, [0, 1]]                               # drawn in style 2 instead
+    got = mod.copy_shares(drawn, codes, cells)
+    assert got == {"asked_sticker": 0.5, "closest_other_style": 1.0}
