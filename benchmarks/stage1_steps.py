@@ -14,9 +14,10 @@ at fixed steps, the swap test), written to one JSON that RESULTS section 7 quote
 
 Does a semantic encoder that probes better make a better stage 1, and a pocket LMM that composes
 better? And does stage 1 want more steps? The shipped stage-1 recipe on other encoders and on
-other LMMs, and with 600 and 1,200 steps instead of its 300, beside a rerun on the shipped parts on the same machine (``data/results/stage1_encoders.json``, RESULTS section 1; each
-``runs/enc_ckpt*`` folder links every shipped part but the one named, ``DRC_CHECKPOINTS`` points
-stage 1 at it):
+other LMMs, and with 600 and 1,200 steps instead of its 300 (DRC, and its three ablations at
+600), beside a rerun on the shipped parts on the same machine (``data/results/stage1_encoders.json``,
+RESULTS section 1; each ``runs/enc_ckpt*`` folder links every shipped part but the one named,
+``DRC_CHECKPOINTS`` points stage 1 at it):
 
     python -m drclib.train stage1 --variant drc --threads 1 --out runs/enc_ckpt/stage1_shipped_enc/drc
     DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --threads 1 \\
@@ -48,6 +49,9 @@ stage 1 at it):
     python -m drclib.train stage1 --variant drc --threads 1 --steps 600 --seed 1 \\
         --out runs/enc_ckpt/stage1_shipped_600_seed1/drc
     python -m drclib.train stage1 --variant drc --threads 1 --steps 1200 --out runs/enc_ckpt/stage1_shipped_1200/drc
+    python -m drclib.train stage1 --variant concat --threads 1 --steps 600 --out runs/enc_ckpt/stage1_shipped_600/concat
+    python -m drclib.train stage1 --variant mlp --threads 1 --steps 600 --out runs/enc_ckpt/stage1_shipped_600/mlp
+    python -m drclib.train stage1 --variant uniform --threads 1 --steps 600 --out runs/enc_ckpt/stage1_shipped_600/uniform
     python benchmarks/stage1_steps.py "shipped parts=runs/enc_ckpt/stage1_shipped_enc/drc" \\
         "shipped parts, seed 1=runs/enc_ckpt/stage1_shipped_enc_seed1/drc" \\
         "encoder with a 32-64-128 style stack, 64 of 192 channels=runs/enc_ckpt/stage1/drc" \\
@@ -65,6 +69,9 @@ stage 1 at it):
         "shipped parts, 600 stage-1 steps=runs/enc_ckpt/stage1_shipped_600/drc" \\
         "shipped parts, 600 stage-1 steps, seed 1=runs/enc_ckpt/stage1_shipped_600_seed1/drc" \\
         "shipped parts, 1200 stage-1 steps=runs/enc_ckpt/stage1_shipped_1200/drc" \\
+        "w/o FusionNetwork (concat), shipped parts, 600 stage-1 steps=runs/enc_ckpt/stage1_shipped_600/concat" \\
+        "w/o attention (mlp), shipped parts, 600 stage-1 steps=runs/enc_ckpt/stage1_shipped_600/mlp" \\
+        "w/o importance sampling (uniform), shipped parts, 600 stage-1 steps=runs/enc_ckpt/stage1_shipped_600/uniform" \\
         --out data/results/stage1_encoders.json
 
 (the encoders: ``benchmarks/encoder_style_weight.py``; the LMM: ``benchmarks/lmm_recipes.py``).
