@@ -13,8 +13,8 @@ For every LMM (default: the shipped one and the augmented pilots of
 on the LMM card's cells (300 training, the 64 held-out cells of `core`), judged as the card is
 (:func:`drclib.judges.evaluate_text_to_image`); w = 0 is the card's own measurement. Prints a
 markdown table with binomial standard errors and writes rows, command and machine to ``--out``
-(``--keep``: an LMM whose folder is gone keeps its rows from ``--out``). About 1.5 minutes an LMM
-on two threads.
+(``--keep``: an LMM whose folder is gone keeps its rows from ``--out``). About a minute an LMM
+on one thread (four scales).
 """
 
 from __future__ import annotations

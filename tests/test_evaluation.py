@@ -697,6 +697,13 @@ def test_lmm_recipes_keeps_rows_whose_folders_are_gone(tmp_path):
     assert set(got["rows"]) == {"shipped recipe", "+ --factor-dropout 0.3"}           # (the JSON sorts its keys)
     assert got["table"].index("| shipped recipe |") < got["table"].index("| + --factor-dropout 0.3 |")
     assert got["rows"]["shipped recipe"]["command"].startswith("python -m drclib.train backbone")
+    # calibration: the asked sticker itself beats its emoji drawn in another style on style and "both";
+    # the other-style row always shows the asked emoji, so its emoji rate is the emoji judge's own
+    copy, other = (got["calibration"][k] for k in mod.CALIBRATION)
+    for split in ("train_cells", "heldout_cells"):
+        assert copy[split]["both"] > other[split]["both"] + 0.3 and copy[split]["style_acc"] > other[split]["style_acc"]
+        assert other[split]["emoji_top1"] > 0.8 and other[split]["style_acc"] < 0.25
+    assert "| calibration: the asked sticker itself" in got["table"].split("| shipped recipe |")[0]
     assert "| + --factor-dropout 0.3 | 21.8 | 0.24 | 0.750 ± 0.054 | 0.250 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
     assert mod.main(["--root", str(tmp_path / "none"), "--out", str(out)]) == 0
     assert set(json.loads(out.read_text())["rows"]) == {"shipped recipe"}
