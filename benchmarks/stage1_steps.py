@@ -6,6 +6,7 @@ at fixed steps, the swap test), written to one JSON that RESULTS section 7 quote
     python -m drclib.train stage1 --variant drc --steps 150 --lr 2e-3 --threads 1 --out runs/diag/s150_lr2e-3_shipped
     DRC_CHECKPOINTS=runs/full-lab-pretrained/checkpoints python -m drclib.train stage1 --variant drc \\
         --steps 300 --threads 1 --lmm runs/full-lab-pretrained/checkpoints/lmm --out runs/diag/s300_lab_lmm_enc
+    # (``shipped`` was then the 300-step card; since the 600-step retrain it is in git at d4c4609)
     python benchmarks/stage1_steps.py shipped=data/checkpoints/stage1/drc \\
         lab150=runs/full-lab-pretrained/checkpoints/stage1/drc shipped150=runs/diag/s150_shipped \\
         shipped150_lr2x=runs/diag/s150_lr2e-3_shipped lab300=runs/diag/s300_lab_lmm_enc \\
@@ -19,27 +20,27 @@ other LMMs, and with 600 and 1,200 steps instead of its 300 (DRC, and its three 
 RESULTS section 1; each ``runs/enc_ckpt*`` folder links every shipped part but the one named,
 ``DRC_CHECKPOINTS`` points stage 1 at it):
 
-    python -m drclib.train stage1 --variant drc --threads 1 --out runs/enc_ckpt/stage1_shipped_enc/drc
-    DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --threads 1 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --out runs/enc_ckpt/stage1_shipped_enc/drc
+    DRC_CHECKPOINTS=runs/enc_ckpt python -m drclib.train stage1 --variant drc --steps 300 --threads 1 \\
         --out runs/enc_ckpt/stage1/drc                  # encoder: runs/enc_style/big_stack_d192
-    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 \\
+    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --steps 300 --threads 1 \\
         --out runs/enc_ckpt_sw3/stage1/drc              # encoder: runs/enc_style/big_stack_sw3
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_3000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_3000 \\
         --out runs/enc_ckpt/stage1_aug_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --seed 1 --out runs/enc_ckpt/stage1_shipped_enc_seed1/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_6000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --seed 1 --out runs/enc_ckpt/stage1_shipped_enc_seed1/drc
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_6000 \\
         --out runs/enc_ckpt/stage1_aug6000_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_6000_seed1 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_6000_seed1 \\
         --out runs/enc_ckpt/stage1_aug6000_s1_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_strong_3000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_strong_3000 \\
         --out runs/enc_ckpt/stage1_strong_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_strong_6000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_strong_6000 \\
         --out runs/enc_ckpt/stage1_strong6000_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/pilots/lmm_augment_max_6000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --lmm runs/pilots/lmm_augment_max_6000 \\
         --out runs/enc_ckpt/stage1_max6000_lmm/drc
-    python -m drclib.train stage1 --variant drc --threads 2 --seed 1 --lmm runs/pilots/lmm_augment_max_6000 \\
+    python -m drclib.train stage1 --variant drc --steps 300 --threads 2 --seed 1 --lmm runs/pilots/lmm_augment_max_6000 \\
         --out runs/enc_ckpt/stage1_max6000_lmm_seed1/drc
-    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --threads 1 --seed 1 \\
+    DRC_CHECKPOINTS=runs/enc_ckpt_sw3 python -m drclib.train stage1 --variant drc --steps 300 --threads 1 --seed 1 \\
         --out runs/enc_ckpt_sw3/stage1_seed1/drc
     python -m drclib.train stage1 --variant drc --threads 1 --steps 600 --lmm runs/pilots/lmm_augment_max_6000 \\
         --out runs/enc_ckpt/stage1_max6000_lmm_600/drc

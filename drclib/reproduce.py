@@ -196,10 +196,10 @@ LAB_RECIPE = {
     "tiny CLIP": {"--epochs": "6"},
     "semantic encoder": {"--steps": "800"},
     "pocket LMM": {"--steps": "1200"},    # the card's: at 800 it had not memorised its cells (t2i both 0.21 vs 0.87)
-    "stage 1, drc": {"--steps": "300"},      # the cards': at 150, 0.04 'both' on the swap test (0.54 at 300)
-    "stage 1, uniform": {"--steps": "300"},
-    "stage 1, concat": {"--steps": "300"},
-    "stage 1, mlp": {"--steps": "300"},
+    "stage 1, drc": {"--steps": "600"},      # the cards': at 300, 0.55 'both' on the swap test (0.86 at 600), at 150 0.04
+    "stage 1, uniform": {"--steps": "600"},
+    "stage 1, concat": {"--steps": "600"},
+    "stage 1, mlp": {"--steps": "600"},
     "stage 2, DRC": {"--steps": "200"},     # the cards': at 100, 'both' 0.26 against 0.34 (stage 1 alone: 0.46)
     "stage 2, w/o Aug": {"--steps": "200"},
     "baseline, Pigeon": {"--steps": "120", "--lr": "3e-3"},
@@ -209,12 +209,12 @@ LAB_RECIPE = {
 recipe with about a third of its epochs or steps (and, for the two LoRA baselines, the quick
 profile's higher learning rate), sized by the cards' minutes to fit an hour on the 2-core CPU;
 each command lays its learning-rate schedule over its own steps. The pocket LMM, the four
-stage-1 models and the two stage-2 pipelines keep their cards' steps (1,200, 300 and 200): the
-first two learn in a late jump (the LMM
-memorises its cells after step ~700, stage 1's z learns to name them between steps 150 and
-200), and cut short they compose nothing: at 800 steps the LMM's text-to-image "both" was 0.21
-against the card's 0.87; at 150 steps stage 1's swap-test "both" was 0.04 against 0.54, on the
-shipped LMM and encoder, and 0.03 with twice the learning rate (RESULTS section 7). Stage 2 at
+stage-1 models and the two stage-2 pipelines keep their cards' steps (1,200, 600 and 200): the
+first two learn in a late jump (the LMM memorises its cells after step ~700, stage 1's z names
+them from step ~200 and composes better up to ~600), and cut short they compose little or nothing:
+at 800 steps the LMM's text-to-image "both" was 0.21 against the card's 0.87; stage 1's swap-test
+"both" was 0.04 at 150 steps, 0.55 at 300 and 0.86 at 600 (1,200 add nothing; RESULTS sections 1
+and 7, whose lab runs predate the 600-step cards and trained stage 1 for 300). Stage 2 at
 100 steps left its pipeline below the stage-1 model it starts from ("both" 0.26 on ``sample``
 against the card's 0.34 at 200 steps, the same seed; ``benchmarks/stage2_steps.py``), the
 third run's one DRC part off its card. Measured (RESULTS section 7,
@@ -226,8 +226,8 @@ tokenizer, judges, tiny CLIP and encoder kept) see RESULTS section 7 for the thr
 CARD_SIZE = {"visual tokenizer": ("--epochs", 24), "style classifier": ("--epochs", 32),
              "emoji classifier": ("--epochs", 28), "tiny CLIP": ("--epochs", 15),
              "semantic encoder": ("--steps", 3000), "pocket LMM": ("--steps", 1200),
-             "stage 1, drc": ("--steps", 300), "stage 1, uniform": ("--steps", 300),
-             "stage 1, concat": ("--steps", 300), "stage 1, mlp": ("--steps", 300),
+             "stage 1, drc": ("--steps", 600), "stage 1, uniform": ("--steps", 600),
+             "stage 1, concat": ("--steps", 600), "stage 1, mlp": ("--steps", 600),
              "stage 2, DRC": ("--steps", 200), "stage 2, w/o Aug": ("--steps", 200),
              "baseline, Pigeon": ("--steps", 400), "baseline, LMM-SFT": ("--steps", 400)}
 """The size of each card's recipe (epochs or steps), which :func:`expected_minutes` scales the
@@ -258,8 +258,8 @@ def expected_minutes(recipe: str = "card") -> dict:
 
 EXPECTED_MINUTES = {
     "data check": 0.1, "visual tokenizer": 59.4, "style classifier": 15.8, "emoji classifier": 13.6,
-    "tiny CLIP": 12.7, "semantic encoder": 27.2, "pocket LMM": 18.2, "stage 1, drc": 10.9,
-    "stage 1, uniform": 12.8, "stage 1, concat": 13.8, "stage 1, mlp": 9.8, "stage 2, DRC": 4.6,
+    "tiny CLIP": 12.7, "semantic encoder": 27.2, "pocket LMM": 18.2, "stage 1, drc": 13.8,
+    "stage 1, uniform": 14.3, "stage 1, concat": 14.7, "stage 1, mlp": 12.0, "stage 2, DRC": 4.6,
     "stage 2, w/o Aug": 4.5, "baseline, Pigeon": 30.7, "baseline, LMM-SFT": 25.2,
     "evaluation": 6.5, "notebooks": 12.0}
 """Minutes each part took on the 2-core, float32-only machine of the shipped cards (their

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         "triplets, save fp16 weights under data/checkpoints/stage1/<variant>, then run the swap "
                         "test and write the model card. Resumable with --state-dir.")
     s1.add_argument("--variant", choices=["drc", "uniform", "concat", "mlp"], default="drc")
-    s1.add_argument("--steps", type=int, default=300)
+    s1.add_argument("--steps", type=int, default=600)
     s1.add_argument("--batch-size", type=int, default=32)
     s1.add_argument("--lr", type=float, default=1e-3)
     s1.add_argument("--n-latent", type=int, default=16, help="K, tokens of a latent instruction")
