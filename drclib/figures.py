@@ -59,6 +59,7 @@ SOURCES = {
     "stage1_encoders": "data/results/stage1_encoders.json",
     "style_guidance": "data/results/style_guidance.json",
     "heldout_styles": "data/results/heldout_styles.json",
+    "alpha_m_curve": "data/results/alpha_m_curve.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",

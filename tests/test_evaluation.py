@@ -776,3 +776,24 @@ def test_heldout_styles_counts_confusions_and_copied_codes():
     drawn = codes[2, [0, 1]]                               # drawn in style 2 instead
     got = mod.copy_shares(drawn, codes, cells)
     assert got == {"asked_sticker": 0.5, "closest_other_style": 1.0}
+
+
+def test_alpha_m_curve_table_and_bad_alphas():
+    """benchmarks/alpha_m_curve.py: the table puts `sample` first, names stage 1's row as having
+    no mask, shows each rate with its standard error; alpha_m outside [0, 1] exits clearly."""
+    import importlib.util
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("alpha_m_curve", repo_root() / "benchmarks" / "alpha_m_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rate = {"style_acc": 0.5, "emoji_top1": 0.75, "both": 0.25, "collapse_reference": 0.0, "collapse_history": 0.0}
+    rows = [{"pipeline": "drc", "split": "heldout", "alpha_m": 0.5, "n": 64, **rate},
+            {"pipeline": "stage1_drc", "split": "sample", "alpha_m": None, "n": 300, **rate}]
+    lines = mod.table(rows).splitlines()
+    assert lines[2] == ("| sample | stage 1 only | n/a (no mask) | 0.500 ± 0.029 | 0.750 ± 0.025 | "
+                        "0.250 ± 0.025 | 0.000 ± 0.000 |")
+    assert lines[3].startswith("| heldout | DRC (stage 2) | 0.50 | 0.500 ± 0.062 |")
+    with pytest.raises(SystemExit, match=r"\[0, 1\]"):
+        mod.main(["--alphas", "1.5", "--out", "unused.json"])
