@@ -259,12 +259,12 @@ def expected_minutes(recipe: str = "card") -> dict:
 EXPECTED_MINUTES = {
     "data check": 0.1, "visual tokenizer": 59.4, "style classifier": 15.8, "emoji classifier": 13.6,
     "tiny CLIP": 12.7, "semantic encoder": 27.2, "pocket LMM": 18.2, "stage 1, drc": 13.8,
-    "stage 1, uniform": 14.3, "stage 1, concat": 14.7, "stage 1, mlp": 12.0, "stage 2, DRC": 4.6,
-    "stage 2, w/o Aug": 4.5, "baseline, Pigeon": 30.7, "baseline, LMM-SFT": 25.2,
+    "stage 1, uniform": 14.3, "stage 1, concat": 14.7, "stage 1, mlp": 12.0, "stage 2, DRC": 3.4,
+    "stage 2, w/o Aug": 3.3, "baseline, Pigeon": 30.7, "baseline, LMM-SFT": 25.2,
     "evaluation": 6.5, "notebooks": 12.0}
-"""Minutes each part took on the 2-core, float32-only machine of the shipped cards (their
-"time" lines; the evaluation and notebooks from README's timing table): the progress line's
-estimate of the time left, scaled by how this run compares so far."""
+"""Minutes each part took by the shipped cards' "time" lines (the 2-core float32-only machine; stage 1
+and stage 2: the AVX-512-bf16 one; evaluation and notebooks from README's timing table): the progress
+line's estimate of the time left, scaled by how this run compares so far."""
 
 
 TWO_THREADS = 1.7
