@@ -58,3 +58,20 @@ def shipped_inputs(threads: int = 0, lmm_folder: str | None = None):
     lmm = PocketLMM.from_pretrained(lmm_folder or default_checkpoint_dir()).eval()
     tokenizer = tok_mod.load_default()
     return stickers, lmm, tokenizer, sticker_codes(tokenizer, stickers)
+
+
+def full_profile_data(threads: int = 0):
+    """Use ``threads`` torch threads (0: torch's default), pick the CPU (flushing denormal floats),
+    seed everything with 0, and build the full profile's sticker set and dataset (seed 0): the
+    test samples and references the shipped cards were scored on. Returns ``(device, stickers, data)``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from drclib.data import StickerSet, make_dataset
+    from drclib.runtime import pick_device, seed_everything
+
+    device = pick_device("cpu")
+    seed_everything(0)
+    stickers = StickerSet.for_profile("full")
+    return device, stickers, make_dataset(stickers, "full", seed=0)

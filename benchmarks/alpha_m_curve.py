@@ -19,17 +19,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _kit import full_profile_data  # noqa: E402  (this folder)
 
 RATES = ("style_acc", "emoji_top1", "both", "collapse_reference", "collapse_history")
 PIPELINES = {"drc": "DRC (stage 2)", "drc_no_aug": "w/o Aug", "stage1_drc": "stage 1 only"}
 
 
-def table(rows: list[dict]) -> str:
-    """The markdown table RESULTS shows: a line per (split, pipeline, alpha_m)."""
+def table(rows) -> str:
+    """The markdown table RESULTS shows: a line per row (split, pipeline, alpha_m), `sample` first."""
     from drclib.judges.metrics import format_rate
 
     out = ["| split | pipeline | alpha_m | user's style | reference's emoji | both | collapse: reference's style |",
@@ -51,22 +52,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):
         raise SystemExit(f"--alphas must lie in [0, 1], got {args.alphas}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    device, stickers, data = full_profile_data(args.threads)
     from drclib import judges
-    from drclib.data import StickerSet, make_dataset
     from drclib.evaluation import load_method
     from drclib.io import write_json
     from drclib.pipeline import evaluate_personalization
-    from drclib.runtime import describe_machine, pick_device, seed_everything
-
-    device = pick_device("cpu")
-    seed_everything(0)
-    t0 = time.perf_counter()
-    stickers = StickerSet.for_profile("full")
-    data = make_dataset(stickers, "full", seed=0)
+    from drclib.runtime import describe_machine
     style_clf, emoji_clf = judges.load_judges(stickers, device)
-    rows = []
+    rows = {}                                    # "<pipeline> <split> <alpha_m or ->": its rates
     for name in PIPELINES:
         pipe = load_method(name, device=device)
         alphas = [None] if name == "stage1_drc" else args.alphas    # stage 1 has no mask generator
@@ -77,14 +71,12 @@ def main(argv=None) -> int:
                                              alpha_m=0.5 if a is None else a, alpha_s=0.2)
                 row = {"pipeline": name, "split": split, "alpha_m": a, "n": int(len(test)),
                        **{k: float(r[k]) for k in RATES}}
-                rows.append(row)
+                rows[f"{name} {split} {'-' if a is None else a}"] = row
                 print(f"{PIPELINES[name]:14s} {split:8s} alpha_m {'-' if a is None else f'{a:.2f}':>5s}: "
                       + "  ".join(f"{k} {row[k]:.3f}" for k in RATES), flush=True)
     out = {"command": "python benchmarks/alpha_m_curve.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": describe_machine(device), "seconds": round(time.perf_counter() - t0, 1),
-           "alpha_s": 0.2, "rows": rows, "by": {f"{r['pipeline']} {r['split']} "
-                                                 f"{'-' if r['alpha_m'] is None else r['alpha_m']}": r for r in rows},
-           "table": table(rows)}
+           "alpha_s": 0.2, "rows": rows, "table": table(rows.values())}
     write_json(args.out, out)
     print(out["table"])
     print(f"wrote {args.out} ({out['seconds']} s)")

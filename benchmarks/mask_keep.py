@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _kit import full_profile_data  # noqa: E402  (this folder)
 
 
 def main(argv=None) -> int:
@@ -29,21 +30,14 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=300, help="test samples of the sample split")
     p.add_argument("--out", default=str(ROOT / "data" / "results" / "mask_keep.json"))
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    device, stickers, data = full_profile_data(args.threads)
     from drclib import drc
     from drclib.backbone import sticker_codes
     from drclib.backbone import tokenizer as tok_mod
-    from drclib.data import StickerSet, make_dataset
     from drclib.io import write_json
     from drclib.pipeline import DRCPipeline, default_pipeline_dir, default_stage1_dir
-    from drclib.runtime import describe_machine, pick_device, seed_everything
-
-    device = pick_device("cpu")
-    seed_everything(0)
-    t0 = time.perf_counter()
-    stickers = StickerSet.for_profile("full")
-    data = make_dataset(stickers, "full", seed=0)
+    from drclib.runtime import describe_machine
     codes = sticker_codes(tok_mod.load_default(device=device), stickers)
     images = drc.cell_images(stickers)
     trained = DRCPipeline.from_pretrained(default_pipeline_dir(), device=device)
