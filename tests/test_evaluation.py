@@ -797,3 +797,45 @@ def test_alpha_m_curve_table_and_bad_alphas():
     assert lines[3].startswith("| heldout | DRC (stage 2) | 0.50 | 0.500 ± 0.062 |")
     with pytest.raises(SystemExit, match=r"\[0, 1\]"):
         mod.main(["--alphas", "1.5", "--out", "unused.json"])
+
+
+def test_stage2_seeds_pairs_seeds_and_refuses_mixed_stage1(tmp_path):
+    """benchmarks/stage2_seeds.py: cards grouped by recipe (augment) and seed, the mean ± SD over
+    seeds, DRC - w/o Aug paired by seed with its standard error; cards from two stage-1 models, or
+    two cards of one recipe and seed, exit with a message that says so."""
+    import importlib.util
+    import json
+
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("stage2_seeds", repo_root() / "benchmarks" / "stage2_seeds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def card(name, augment, seed, both, stage1="s1"):
+        r = {"style_acc": 0.8, "emoji_top1": 0.9, "both": both, "collapse_reference": 0.05, "n": 100}
+        ev = {split: {"drc": dict(r), "stage1_only": dict(r, both=0.7)} for split in ("heldout", "sample")}
+        extra = {"stage2": {"augment": augment, "seed": seed, "steps": 200}, "stage1": stage1,
+                 "train_minutes": 3.0, "evaluation": ev}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"extra": extra}))
+        return str(tmp_path / name)
+
+    folders = [card("d0", True, 0, 0.6), card("w0", False, 0, 0.5), card("d1", True, 1, 0.7), card("w1", False, 1, 0.5)]
+    out = tmp_path / "out.json"
+    assert mod.main(folders + ["--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    s = got["splits"]["sample"]
+    assert got["table"].splitlines()[2].startswith("| sample | DRC (stage 2) | 0 |")   # sample first
+    assert abs(s["methods"]["DRC (stage 2)"]["mean"]["both"]["mean"] - 0.65) < 1e-9
+    assert abs(s["methods"]["DRC (stage 2)"]["mean"]["both"]["sd"] - 0.0707107) < 1e-6
+    assert s["methods"]["w/o Aug"]["mean"]["both"]["sd"] == 0
+    d = s["difference"]
+    assert [round(v["value"], 3) for v in d["seeds"].values()] == [0.1, 0.2] and d["positive"] == 2
+    assert abs(d["mean"] - 0.15) < 1e-9 and abs(d["se_over_seeds"] - 0.05) < 1e-9
+    assert "| sample | DRC - w/o Aug, \"both\" | 0, 1 | | | +0.100 ± 0.070, +0.200 ± 0.068; mean +0.150 ± 0.050 | |" \
+        in got["table"].splitlines()
+    with pytest.raises(SystemExit, match="different stage-1"):
+        mod.main([card("d2", True, 2, 0.6, stage1="other"), folders[0], "--out", str(out)])
+    with pytest.raises(SystemExit, match="two cards of DRC"):
+        mod.main([folders[0], card("d0_again", True, 0, 0.6), "--out", str(out)])
