@@ -47,6 +47,7 @@ SOURCES = {
     "card_scratch": "data/results/card_scratch.json",
     "card_pretrained_amd": "data/results/card_pretrained_amd.json",
     "card_pretrained_600": "data/results/card_pretrained_600.json",
+    "lab_pretrained_600": "data/results/lab_pretrained_600.json",
     "replicates": "data/results/replicates.json",
     "lmm_seeds": "data/results/lmm_seeds.json",
     "stage1_lmm_seeds": "data/results/stage1_lmm_seeds.json",
