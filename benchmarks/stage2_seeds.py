@@ -12,7 +12,8 @@ judges), with the mean and standard deviation over seeds and, seed by seed, DRC 
         runs/s2seeds/drc_s1/drc runs/s2seeds/noaug_s1/drc runs/s2seeds/drc_s2/drc runs/s2seeds/noaug_s2/drc
 
 Reads only the cards (``config.json``'s ``extra``): nothing is trained or scored here. Every card
-must start from the same stage-1 model, or the comparison would mix two questions.
+must start from the same stage-1 model and train as many steps, or the comparison would mix
+two questions.
 """
 
 from __future__ import annotations
@@ -35,18 +36,22 @@ METHODS = {True: "DRC (stage 2)", False: "w/o Aug"}
 
 def runs_of(cards: dict) -> dict:
     """``{folder: card}`` as ``{(augment, seed): {"folder", "stage1", "minutes", "evaluation"}}``;
-    a clear exit on two cards of one (recipe, seed) or on cards from different stage-1 models."""
-    out, stage1 = {}, set()
+    a clear exit on two cards of one (recipe, seed), or on cards from different stage-1 models or of
+    different lengths (stage-2 steps)."""
+    out, stage1, steps = {}, set(), set()
     for folder, card in cards.items():
         s2 = card["stage2"]
         key = (bool(s2["augment"]), int(s2["seed"]))
         if key in out:
             raise SystemExit(f"two cards of {METHODS[key[0]]} seed {key[1]}: {out[key]['folder']} and {folder}")
         stage1.add(str(card.get("stage1")))
+        steps.add(int(s2["steps"]))
         out[key] = {"folder": str(folder), "stage1": card.get("stage1"), "minutes": card.get("train_minutes"),
                     "steps": s2["steps"], "evaluation": card["evaluation"]}
     if len(stage1) > 1:
         raise SystemExit(f"the cards start from different stage-1 models ({sorted(stage1)}): compare like with like")
+    if len(steps) > 1:
+        raise SystemExit(f"the cards trained for different numbers of steps ({sorted(steps)}): compare like with like")
     return out
 
 

@@ -801,8 +801,8 @@ def test_alpha_m_curve_table_and_bad_alphas():
 
 def test_stage2_seeds_pairs_seeds_and_refuses_mixed_stage1(tmp_path):
     """benchmarks/stage2_seeds.py: cards grouped by recipe (augment) and seed, the mean ± SD over
-    seeds, DRC - w/o Aug paired by seed with its standard error; cards from two stage-1 models, or
-    two cards of one recipe and seed, exit with a message that says so."""
+    seeds, DRC - w/o Aug paired by seed with its standard error; cards from two stage-1 models or of
+    two lengths, or two cards of one recipe and seed, exit with a message that says so."""
     import importlib.util
     import json
 
@@ -812,10 +812,10 @@ def test_stage2_seeds_pairs_seeds_and_refuses_mixed_stage1(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
 
-    def card(name, augment, seed, both, stage1="s1"):
+    def card(name, augment, seed, both, stage1="s1", steps=200):
         r = {"style_acc": 0.8, "emoji_top1": 0.9, "both": both, "collapse_reference": 0.05, "n": 100}
         ev = {split: {"drc": dict(r), "stage1_only": dict(r, both=0.7)} for split in ("heldout", "sample")}
-        extra = {"stage2": {"augment": augment, "seed": seed, "steps": 200}, "stage1": stage1,
+        extra = {"stage2": {"augment": augment, "seed": seed, "steps": steps}, "stage1": stage1,
                  "train_minutes": 3.0, "evaluation": ev}
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({"extra": extra}))
@@ -837,5 +837,7 @@ def test_stage2_seeds_pairs_seeds_and_refuses_mixed_stage1(tmp_path):
         in got["table"].splitlines()
     with pytest.raises(SystemExit, match="different stage-1"):
         mod.main([card("d2", True, 2, 0.6, stage1="other"), folders[0], "--out", str(out)])
+    with pytest.raises(SystemExit, match="different numbers of steps"):
+        mod.main([card("d3", True, 3, 0.6, steps=400), folders[0], "--out", str(out)])
     with pytest.raises(SystemExit, match="two cards of DRC"):
         mod.main([folders[0], card("d0_again", True, 0, 0.6), "--out", str(out)])
