@@ -60,6 +60,7 @@ SOURCES = {
     "stage2_steps_600": "data/results/stage2_steps_600.json",
     "stage2_seeds": "data/results/stage2_seeds.json",
     "stage2_seeds_retrained": "data/results/stage2_seeds_retrained.json",
+    "stage2_seeds_400": "data/results/stage2_seeds_400.json",
     "stage1_steps": "data/results/stage1_steps.json",
     "stage1_encoders": "data/results/stage1_encoders.json",
     "style_guidance": "data/results/style_guidance.json",
