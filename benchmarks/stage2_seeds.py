@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -71,9 +72,7 @@ def summarise(runs: dict) -> dict:
             stats = {}
             for fig, _ in FIGURES:
                 vals = [float(rows[s][fig]) for s in seeds]
-                mean = sum(vals) / len(vals)
-                sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-                stats[fig] = {"mean": mean, "sd": sd}
+                stats[fig] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None}
             o["methods"][METHODS[aug]] = {"seeds": {str(s): rows[s] for s in seeds}, "mean": stats, "n_seeds": len(seeds)}
             if o["stage1_only"] is None:
                 o["stage1_only"] = runs[(aug, seeds[0])]["evaluation"][split]["stage1_only"]
@@ -84,9 +83,9 @@ def summarise(runs: dict) -> dict:
             diffs[str(s)] = {"value": float(d["both"]) - float(w["both"]),
                              "se": math.hypot(rate_se(float(d["both"]), int(d["n"])), rate_se(float(w["both"]), int(w["n"])))}
         vals = [v["value"] for v in diffs.values()]
-        mean = sum(vals) / len(vals) if vals else None
-        se = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) / len(vals)) if len(vals) > 1 else None)
-        o["difference"] = {"seeds": diffs, "mean": mean, "se_over_seeds": se, "n_seeds": len(vals),
+        o["difference"] = {"seeds": diffs, "mean": statistics.fmean(vals) if vals else None,
+                           "se_over_seeds": statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else None,
+                           "n_seeds": len(vals),
                            "positive": sum(v > 0 for v in vals)}
     return out
 
