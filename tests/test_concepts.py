@@ -89,6 +89,24 @@ def test_subset_keeps_global_indices_and_heldout_cells(shipped_stickers):
     assert "concept set 'core'" in repr(core)
 
 
+def test_dataset_holds_out_the_worlds_cells_on_a_concept_set(shipped_stickers):
+    """The users, samples and triplets of a concept set avoid the same cells the tokenizer,
+    judges, encoder and LMM never train on (the whole array's held-out cells restricted to the
+    set), and the ``heldout`` split tests exactly those cells: a rule of its own on the set's
+    ``[6, K]`` grid would test cells the backbone trained on and train DRC on cells it never saw."""
+    from drclib.data import make_dataset
+
+    for name in ("mini", "core"):
+        stickers = shipped_stickers.subset(name)
+        world = heldout_cells(stickers)
+        data = make_dataset(stickers, "quick" if name == "mini" else "full", seed=1, n_heldout_test=None)
+        assert np.array_equal(data.heldout_cells, world), name
+        assert not any(world[s, e] for u in data.users for s, e in u.sequence), "no user draws a held-out cell"
+        assert not world[data.triplets.anchor[:, 0], data.triplets.anchor[:, 1]].any()
+        test = data.samples.target[data.splits["heldout"].test]
+        assert sorted(map(tuple, test.tolist())) == sorted(map(tuple, np.argwhere(world).tolist())), name
+
+
 def test_subset_bad_input(shipped_stickers):
     with pytest.raises(ValueError, match="distinct"):
         shipped_stickers.subset([1, 1, 2])

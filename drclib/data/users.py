@@ -360,7 +360,7 @@ def make_dataset(stickers: StickerSet, profile: str | Profile = "quick", seed: i
         prof = prof.replace(**overrides)
     n_styles, n_emoji = _check_stickers(stickers)
     rng = np.random.default_rng(seed)
-    heldout = heldout_cells((n_styles, n_emoji))  # fixed first, so no user ever draws them
+    heldout = heldout_cells(stickers)  # the world's cells (a concept set's restricted): fixed first, no user draws them
     users = make_users(stickers, prof.n_users, prof.sequence_length, rng=rng, heldout_cells=heldout,
                        noise_range=prof.noise_range, lean_probability=prof.lean_probability,
                        lean_strength=prof.lean_strength)
