@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="0: frozen LMM (default); > 0: LoRA adapters train too (they cost the LMM its own "
                          "text-to-image: 0.90 -> 0.15 'both' from exact captions after 300 steps)")
     s1.add_argument("--caption-weight", type=float, default=10.0,
-                    help="> 0: the kit's caption anchor (not in the paper) with this weight (default 1; 0: eq. 3 "
-                         "alone); needs --z-space words or slots")
+                    help="> 0: the kit's caption anchor (not in the paper) with this weight (default 10, the shipped "
+                         "card's; 0: eq. 3 alone); needs --z-space words or slots")
     s1.add_argument("--profile", default="full", help="whose triplets to train on")
     s1.add_argument("--lmm", default=None, help="LMM folder (default: the shipped one)")
     s1.add_argument("--seed", type=int, default=0)
