@@ -841,3 +841,24 @@ def test_stage2_seeds_pairs_seeds_and_refuses_mixed_stage1(tmp_path):
         mod.main([card("d3", True, 3, 0.6, steps=400), folders[0], "--out", str(out)])
     with pytest.raises(SystemExit, match="two cards of DRC"):
         mod.main([folders[0], card("d0_again", True, 0, 0.6), "--out", str(out)])
+
+
+def test_heldout_fix_counts_the_old_rules_leak(tmp_path):
+    """benchmarks/heldout_fix.py: the dataset rebuilt with the old rule (the set's own grid) holds
+    out few of the world's cells and trains on the rest, the fixed one holds out exactly the
+    world's; make_dataset is left with the fixed rule; a malformed --pilot exits with a message."""
+    import importlib.util
+
+    import drclib.data.users as users
+    from drclib.data.splits import heldout_cells
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("heldout_fix", repo_root() / "benchmarks" / "heldout_fix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.leak("quick")
+    assert r["concepts"] == "mini" and r["world_cells"] == r["old_split_cells"] == 16
+    assert r["old_split_cells_held_out"] < r["world_cells"] and r["old_train_targets_on_world_cells"] > 0
+    assert r["fixed_split_equals_world"] and users.heldout_cells is heldout_cells
+    with pytest.raises(SystemExit, match="NAME=LMM_FOLDER:STAGE1_FOLDER"):
+        mod.main(["--pilot", "no-colon=folder", "--out", str(tmp_path / "x.json")])
