@@ -32,6 +32,9 @@ from drclib.paths import repo_root
 SOURCES = {
     "eval": "data/results/evaluation_full/evaluation.json",
     "eval_sweep": "data/results/evaluation_full_sweep/evaluation.json",
+    "eval_old_split": "data/results/evaluation_old_split/evaluation.json",
+    "eval_before_fix": "data/results/evaluation_before_fix/evaluation.json",
+    "heldout_fix": "data/results/heldout_fix.json",
     "scaling": "data/results/scaling_study/scaling_study.json",
     "recipes": "data/results/lmm_recipes.json",
     "mask_keep": "data/results/mask_keep.json",
@@ -77,6 +80,8 @@ SOURCES = {
     "stage1_mlp": "data/checkpoints/stage1/mlp/config.json",
     "stage2_drc": "data/checkpoints/drc/drc/config.json",
     "stage2_no_aug": "data/checkpoints/drc_no_aug/drc/config.json",
+    "pigeon": "data/checkpoints/pigeon/prompter/config.json",
+    "lmm_sft": "data/checkpoints/lmm_sft/prompter/config.json",
 }
 """Every source a document may quote, by short name (paths relative to the repository)."""
 

@@ -167,10 +167,12 @@ def _check_07(r):
     assert full["settings"]["sweep"] is False and full["settings"]["n_samples"] == 200
     assert full["invariant_problems"] == [] and r["sweep_shipped"] is True
     for split, n in (("sample", 200), ("heldout", 64)):
-        t = full["table"][split]
-        assert all(row["n"] == n for row in t.values())
-        assert t["drc"]["both"] > t["pigeon"]["both"] and t["drc"]["both"] > t["stage1_concat"]["both"]
-        assert t["drc"]["collapse_reference"] < t["pigeon"]["collapse_reference"]
+        assert all(row["n"] == n for row in full["table"][split].values())
+    # the paper's direction on the cells the frozen LMM can draw; on held-out cells, which it never
+    # drew, no method composes often (RESULTS section 5), so no direction is claimed there
+    t = full["table"]["sample"]
+    assert t["drc"]["both"] > t["pigeon"]["both"] and t["drc"]["both"] > t["stage1_concat"]["both"]
+    assert t["drc"]["collapse_reference"] < t["pigeon"]["collapse_reference"]
 
 
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
