@@ -262,9 +262,9 @@ EXPECTED_MINUTES = {
     "stage 1, uniform": 14.3, "stage 1, concat": 14.7, "stage 1, mlp": 12.0, "stage 2, DRC": 3.4,
     "stage 2, w/o Aug": 3.3, "baseline, Pigeon": 30.7, "baseline, LMM-SFT": 25.2,
     "evaluation": 6.5, "notebooks": 12.0}
-"""Minutes each part took by the shipped cards' "time" lines (the 2-core float32-only machine; stage 1
-and stage 2: the AVX-512-bf16 one; evaluation and notebooks from README's timing table): the progress
-line's estimate of the time left, scaled by how this run compares so far."""
+"""Minutes by the cards' "time" lines before the held-out fix, which section 7's runs are planned against (float32-only
+machine; stage 1 and 2: the AVX-512-bf16 one, where the later baselines' cards ran faster; evaluation and notebooks:
+README's timing table): the progress line's estimate of the time left, scaled by how this run compares so far."""
 
 
 TWO_THREADS = 1.7
