@@ -61,9 +61,9 @@ class QuickRecipe:
 
 MARGINS = {"both_vs_pigeon": 0.30, "both_vs_concat": 0.30, "collapse_vs_pigeon": 0.05}
 """How far apart the pooled rates must be for :func:`direction` to pass. Over five seeds
-(``benchmarks/quick_seeds.py``, RESULTS.md section 6) the gaps were, smallest / mean / sd: DRC's
-"both" above Pigeon's 0.53 / 0.59 / 0.06, above w/o FusionNetwork's 0.57 / 0.60 / 0.05; Pigeon's
-collapse above DRC's 0.15 / 0.20 / 0.04. Each margin lies below the mean minus three standard
+(``benchmarks/quick_seeds.py``, RESULTS.md section 6, on the fixed held-out split) the gaps were,
+smallest / mean / sd: DRC's "both" above Pigeon's 0.43 / 0.48 / 0.03, above w/o FusionNetwork's
+0.43 / 0.49 / 0.06; Pigeon's collapse above DRC's 0.18 / 0.21 / 0.02. Each margin lies below the mean minus three standard
 deviations of its gap, so a correct kit fails it rarely, and well above zero, so a kit whose
 DRC stopped composing (or stopped resisting collapse) fails it."""
 
