@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,10 +47,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _kit import in_repo  # noqa: E402
-
-GIVEN = ("tokenizer", "encoder", "style_classifier", "emoji_classifier", "tinyclip")
-"""The shipped parts a pilot's checkpoint folder takes as they are."""
-
 
 def _cells(mask: np.ndarray) -> set:
     return set(map(tuple, np.argwhere(mask).tolist()))
@@ -83,14 +80,15 @@ def leak(profile: str) -> dict:
 
 
 def pilot(name: str, lmm: Path, stage1: Path, work: Path, threads: int) -> dict:
-    """Section 5's stage1_drc row for a stage-1 model on another LMM (both splits)."""
+    """Section 5's stage1_drc row for a stage-1 model on another LMM (both splits). The checkpoint
+    folder gets the parts the paper does not train from the shipped kit as ``make all ...
+    PRETRAINED=paper`` copies them (:func:`drclib.reproduce.copy_pretrained`), then the two models."""
     from drclib.io import read_json
+    from drclib.reproduce import GIVEN, copy_pretrained, training_steps
 
     folder = work / name.replace(" ", "_")
     ckpt = folder / "checkpoints"
-    for part in GIVEN:
-        if not (ckpt / part).exists():
-            shutil.copytree(ROOT / "data" / "checkpoints" / part, ckpt / part)
+    copy_pretrained(training_steps(str(folder / "state"), str(ckpt)), GIVEN, ROOT)
     for src, dst in ((lmm, ckpt / "lmm"), (stage1, ckpt / "stage1" / "drc")):
         if not (dst / "config.json").is_file():
             if not (src / "config.json").is_file():
@@ -121,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from drclib.runtime import describe_machine
 
     t0 = time.perf_counter()
-    out = {"command": "python benchmarks/heldout_fix.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    out = {"command": "python benchmarks/heldout_fix.py " + shlex.join(sys.argv[1:] if argv is None else argv),
            "machine": describe_machine("cpu"), "leak": {}, "pilots": {}}
     for profile in ("full", "quick"):
         r = out["leak"][profile] = leak(profile)
