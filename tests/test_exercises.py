@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from drclib import exercises as ex
-from drclib.judges import format_rate, rate_se
+from drclib.judges import diff_se, format_rate, rate_se
 from drclib.viz import caption, pct
 
 
@@ -69,6 +69,12 @@ def test_rate_standard_errors():
     assert pct(0.35) == "35%" and pct(0.35, 200) == "35% ± 3" and pct(None) == "n/a"
     with pytest.raises(ValueError, match="at least one sample"):
         rate_se(0.5, 0)
+    # the difference of two independent rates: the errors add in quadrature
+    assert diff_se(0.5, 100, 0.5, 100) == pytest.approx(0.05 * 2 ** 0.5)
+    assert diff_se(0.5, 100, 0.0, 10) == pytest.approx(0.05)
+    assert diff_se(0.3, 50, 0.6, 80) == pytest.approx(diff_se(0.6, 80, 0.3, 50))
+    with pytest.raises(ValueError, match="at least one sample"):
+        diff_se(0.5, 100, 0.5, 0)
 
 
 def test_caption_prints_one_sentence_outside_jupyter(capsys):

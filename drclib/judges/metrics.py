@@ -33,6 +33,12 @@ def rate_se(p: float, n: int) -> float:
     return float(np.sqrt(max(p * (1 - p), 0.0) / n))
 
 
+def diff_se(p1: float, n1: int, p2: float, n2: int) -> float:
+    """The standard error of ``p1 - p2``, two rates measured on independent samples:
+    ``sqrt(rate_se(p1, n1)**2 + rate_se(p2, n2)**2)``. A gap within two of these is within the noise."""
+    return float(np.hypot(rate_se(p1, n1), rate_se(p2, n2)))
+
+
 def format_rate(p: float, n: int, digits: int = 3) -> str:
     """``p`` with its standard error, as ``0.350 ± 0.034``."""
     return f"{p:.{digits}f} ± {rate_se(p, n):.{digits}f}"
