@@ -24,11 +24,11 @@ BASELINE_RECIPE = {"steps": 400, "lr": 1e-3}
 """Steps and learning rate of the trained baselines (otherwise :class:`Stage2Config`'s).
 They start from the bare pocket LMM, for which a prompt without a caption is far out of its
 training distribution (11-14 nats per visual code before fine-tuning, against 0.39 after the
-exact caption), while DRC's stage 2 starts from stage 1's adapters. With stage 2's 400 steps at
+exact caption), while DRC's stage 2 starts from stage 1's adapters. With 400 steps at stage 2's
 3e-4, Pigeon's loss was still 4.6 nats at the end (style 21% on 300 test samples); at 1e-3 the
 loss falls faster (LMM-SFT: 4.5 by step 93), so the baselines get stage 1's rate. The
 previous kit gave them 800 steps; on the float32-only CPU of the core-set retrain a Pigeon
-step took 4.7 s (800 steps: an hour), so they now get stage 2's 400 steps at that rate."""
+step took 4.7 s (800 steps: an hour), so they now get 400 steps (twice DRC's stage 2) at that rate."""
 
 
 def train_baseline(prompter, lmm: PocketLMM, codes: torch.Tensor, samples, train_idx: np.ndarray,
@@ -46,7 +46,7 @@ def train_baseline(prompter, lmm: PocketLMM, codes: torch.Tensor, samples, train
 
     from drclib.drc import reconstruction_loss
 
-    cfg = cfg or Stage2Config(augment=False)
+    cfg = cfg or Stage2Config(augment=False, steps=BASELINE_RECIPE["steps"], lr=BASELINE_RECIPE["lr"])
     train_idx = np.asarray(train_idx)
     if len(train_idx) == 0:
         raise ValueError("no training samples for the baseline")

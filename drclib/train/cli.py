@@ -9,7 +9,7 @@ from drclib.pipeline import default_stage1_dir
 from drclib.train.backbone import LMM_RECIPE, evaluate_backbone, train_backbone_command
 from drclib.train.baselines import BASELINE_RECIPE, train_baseline_command
 from drclib.train.stage1 import STAGE1_EVAL, evaluate_stage1_folder, stage1_table, train_stage1_command
-from drclib.train.stage2 import train_stage2_command
+from drclib.train.stage2 import Stage2Config, train_stage2_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         "towers, fusion, mask generator and the LMM's LoRA adapters on the sample split's training "
                         "samples (semantic-preserving augmentation unless --no-augment), save the pipeline to "
                         "data/checkpoints/drc (or drc_no_aug) and evaluate it beside the stage-1-only pipeline.")
-    s2.add_argument("--steps", type=int, default=200)
-    s2.add_argument("--batch-size", type=int, default=16)
-    s2.add_argument("--lr", type=float, default=3e-4)
+    s2.add_argument("--steps", type=int, default=Stage2Config.steps)
+    s2.add_argument("--batch-size", type=int, default=Stage2Config.batch_size)
+    s2.add_argument("--lr", type=float, default=Stage2Config.lr)
     s2.add_argument("--no-augment", action="store_true", help="w/o Aug: the target is its own reference")
     s2.add_argument("--stage1", default=None, help="stage-1 folder (default data/checkpoints/stage1/drc)")
     s2.add_argument("--profile", default="full")
