@@ -35,6 +35,7 @@ SOURCES = {
     "eval_old_split": "data/results/evaluation_old_split/evaluation.json",
     "eval_before_fix": "data/results/evaluation_before_fix/evaluation.json",
     "heldout_fix": "data/results/heldout_fix.json",
+    "composing": "data/results/composing_lmm.json",
     "scaling": "data/results/scaling_study/scaling_study.json",
     "recipes": "data/results/lmm_recipes.json",
     "mask_keep": "data/results/mask_keep.json",

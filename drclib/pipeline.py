@@ -485,7 +485,7 @@ def default_pipeline_dir() -> Path:
 
 
 __all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir",
-           "evaluate_personalization"]
+           "evaluate_personalization", "composing_dir", "load_composing"]
 
 
 def default_stage1_dir(variant: str = "drc") -> Path:
@@ -500,3 +500,30 @@ def shipped_stage2_dir(augment: bool = True) -> Path:
     from drclib.checkpoint import shipped_dir
 
     return shipped_dir("drc" if augment else "drc_no_aug")
+
+
+def composing_dir() -> Path:
+    """``data/checkpoints/composing``: a second pocket LMM (``lmm/``: pretrained mostly on shifted
+    and scaled copies of the stickers, then briefly on the plain ones; RESULTS section 1) and DRC's
+    stage 1 trained on it with the shipped recipe (``stage1/``). The kit's study of what an LMM
+    that draws unseen (style, emoji) cells gives DRC on them (RESULTS section 5, notebook 07); the
+    kit's default LMM, and every other part, stay the shipped ones."""
+    from drclib.checkpoint import shipped_dir
+
+    return shipped_dir("composing")
+
+
+def load_composing(device: str | torch.device = "cpu") -> DRCPipeline:
+    """DRC's stage 1 on the composing LMM (:func:`composing_dir`) as a pipeline, with the shipped
+    tokenizer: called like the shipped one, ``pipe(history, reference)``."""
+    from drclib.backbone import tokenizer as tok_mod
+    from drclib.drc import load_stage1
+    from drclib.runtime import pick_device
+
+    folder = composing_dir()
+    if not (folder / "stage1" / "config.json").is_file() or not (folder / "lmm" / "config.json").is_file():
+        raise CheckpointError(f"no composing LMM and stage 1 at {folder} (lmm/ and stage1/); restore them from git, "
+                              "or train them with the commands in benchmarks/composing_lmm.py")
+    device = pick_device(device)
+    drc, lmm = load_stage1(folder / "stage1", folder / "lmm", device=device)
+    return DRCPipeline(drc, lmm, tok_mod.load_default(device=device), device=device)

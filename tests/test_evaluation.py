@@ -862,3 +862,48 @@ def test_heldout_fix_counts_the_old_rules_leak(tmp_path):
     assert r["fixed_split_equals_world"] and users.heldout_cells is heldout_cells
     with pytest.raises(SystemExit, match="NAME=LMM_FOLDER:STAGE1_FOLDER"):
         mod.main(["--pilot", "no-colon=folder", "--out", str(tmp_path / "x.json")])
+
+
+def test_composing_lmm_reads_the_cards_it_compares(tmp_path):
+    """benchmarks/composing_lmm.py: the shipped row carries the LMM card's text-to-image figures,
+    its stage 1's swap test and section 5's stage1_drc and Pigeon entries; a missing card and a
+    malformed --candidate exit with a message that says what to do."""
+    import importlib.util
+
+    from drclib.backbone import default_checkpoint_dir
+    from drclib.io import read_json
+    from drclib.paths import repo_root
+
+    spec = importlib.util.spec_from_file_location("composing_lmm", repo_root() / "benchmarks" / "composing_lmm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.shipped_row()
+    card = read_json(default_checkpoint_dir() / "config.json")["extra"]["evaluation"]
+    for cells in ("train_cells", "heldout_cells"):
+        assert r["lmm"][cells]["both"] == pytest.approx(card[cells]["both"])
+        assert r["lmm"][cells]["n"] == card[cells]["n_cells"]
+    assert r["lmm"]["commands"][-1].startswith("python -m drclib.train backbone")
+    assert set(r["splits"]) == set(r["pigeon"]) == {"sample", "heldout"}
+    assert 0 <= r["stage1"]["swap"]["heldout"]["both"] <= 1 and r["splits"]["heldout"]["n"] > 0
+    with pytest.raises(SystemExit, match="no LMM card"):
+        mod.lmm_row(tmp_path / "nothing")
+    with pytest.raises(SystemExit, match="NAME=LMM_FOLDER:STAGE1_FOLDER"):
+        mod.main(["--candidate", "no-colon=folder", "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_composing_pipeline_generates_and_says_when_absent(tmp_path, monkeypatch):
+    """drclib.pipeline.load_composing: DRC's stage 1 on the composing LMM runs like the shipped
+    pipeline (one 32 x 32 image per reference); without the folder it says how to get it."""
+    from drclib.checkpoint import CHECKPOINTS_ENV, CheckpointError
+    from drclib.data import StickerSet
+    from drclib.pipeline import load_composing
+
+    pipe = load_composing()
+    stickers = StickerSet.for_profile("quick")
+    hist = [stickers.image(2, e) for e in range(4)]
+    out = pipe(hist, stickers.image(4, 5), seed=0)
+    assert len(out) == 1 and out[0].size == (32, 32)
+    monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))
+    with pytest.raises(CheckpointError, match="no composing LMM"):
+        load_composing()
