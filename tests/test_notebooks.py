@@ -175,6 +175,12 @@ def _check_07(r):
     t = full["table"]["sample"]
     assert t["drc"]["both"] > t["pigeon"]["both"] and t["drc"]["both"] > t["stage1_concat"]["both"]
     assert t["drc"]["collapse_reference"] < t["pigeon"]["collapse_reference"]
+    # the shipped composing study, read back: the same stage 1 on the composing LMM composes held-out
+    # cells more often than on the shipped LMM, and its LMM draws them from words more often
+    c = r["composing"]
+    assert c["candidate"]["heldout"]["both"] > c["shipped"]["heldout"]["both"]
+    assert c["lmm_heldout_both"]["candidate"] > c["lmm_heldout_both"]["shipped"]
+    assert c["candidate"]["heldout"]["n"] == c["shipped"]["heldout"]["n"] == 64
 
 
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
