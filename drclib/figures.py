@@ -36,6 +36,8 @@ SOURCES = {
     "eval_before_fix": "data/results/evaluation_before_fix/evaluation.json",
     "heldout_fix": "data/results/heldout_fix.json",
     "composing": "data/results/composing_lmm.json",
+    "eval_composing": "data/results/evaluation_composing/evaluation.json",
+    "composing_run": "data/results/evaluation_composing/reproduce.json",
     "scaling": "data/results/scaling_study/scaling_study.json",
     "recipes": "data/results/lmm_recipes.json",
     "mask_keep": "data/results/mask_keep.json",

@@ -181,6 +181,9 @@ def _check_07(r):
     assert c["candidate"]["heldout"]["both"] > c["shipped"]["heldout"]["both"]
     assert c["lmm_heldout_both"]["candidate"] > c["lmm_heldout_both"]["shipped"]
     assert c["candidate"]["heldout"]["n"] == c["shipped"]["heldout"]["n"] == 64
+    # every part retrained on the composing LMM: DRC above Pigeon and w/o FusionNetwork on held-out cells too
+    kh = c["retrained_heldout"]
+    assert kh["drc"]["both"] > kh["pigeon"]["both"] and kh["drc"]["both"] > kh["stage1_concat"]["both"]
 
 
 CHECKS = {"00_task_and_data": _check_00, "01_pocket_lmm": _check_01, "02_contrastive_samples": _check_02,
