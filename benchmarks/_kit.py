@@ -21,6 +21,19 @@ def named_paths(items: list[str], what: str = "an argument") -> dict[str, Path]:
     return out
 
 
+def named_folder_pairs(items: list[str], what: str = "an argument") -> list[tuple[str, Path, Path]]:
+    """``["NAME=LMM_FOLDER:STAGE1_FOLDER", ...]`` as ``[(NAME, LMM folder, stage-1 folder), ...]``
+    (folders through :func:`in_repo`), in order; a clear exit on a malformed item."""
+    out = []
+    for item in items:
+        name, sep, folders = item.partition("=")
+        lmm, sep2, stage1 = folders.partition(":")
+        if not (sep and sep2 and name and lmm and stage1):
+            raise SystemExit(f"{what} must be NAME=LMM_FOLDER:STAGE1_FOLDER, got {item!r}")
+        out.append((name, in_repo(lmm), in_repo(stage1)))
+    return out
+
+
 def in_repo(path: str | Path) -> Path:
     """``path`` as given when absolute, else under the repository root (scripts and tests
     may run from elsewhere)."""

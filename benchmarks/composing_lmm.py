@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _kit import in_repo, read_card  # noqa: E402
+from _kit import in_repo, named_folder_pairs, read_card  # noqa: E402
 
 FIGURES = ("style_acc", "emoji_top1", "both")
 """The text-to-image figures of an LMM's card kept per split of cells."""
@@ -120,7 +120,7 @@ def candidate_row(name: str, lmm: Path, stage1: Path, work: Path, images: Path, 
     from heldout_fix import pilot
 
     scored = pilot(name, lmm, stage1, work, threads)
-    src = work / name.replace(" ", "_") / "evaluation"
+    src = Path(scored["evaluation_dir"])
     dst = images / name.replace(" ", "_")
     dst.mkdir(parents=True, exist_ok=True)
     for f in ("evaluation.json", "images_sample.npz", "images_heldout.npz"):
@@ -150,16 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     from drclib.runtime import describe_machine
 
     t0 = time.perf_counter()
+    wanted = named_folder_pairs(args.candidate, "--candidate")
     out_path = in_repo(args.out)
     out = {"command": "python benchmarks/composing_lmm.py " + shlex.join(sys.argv[1:] if argv is None else argv),
            "machine": describe_machine("cpu"), "shipped": shipped_row(), "candidates": {}}
-    wanted = []
-    for item in args.candidate:
-        name, sep, folders = item.partition("=")
-        lmm, sep2, stage1 = folders.partition(":")
-        if not (sep and sep2 and name and lmm and stage1):
-            raise SystemExit(f"--candidate must be NAME=LMM_FOLDER:STAGE1_FOLDER, got {item!r}")
-        wanted.append((name, in_repo(lmm), in_repo(stage1)))
     if args.show is not None and args.show not in [w[0] for w in wanted]:
         raise SystemExit(f"--show {args.show!r} names no --candidate (have: {[w[0] for w in wanted]})")
     print_row("shipped", out["shipped"])

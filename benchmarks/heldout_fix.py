@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _kit import in_repo  # noqa: E402
+from _kit import in_repo, named_folder_pairs  # noqa: E402
 
 def _cells(mask: np.ndarray) -> set:
     return set(map(tuple, np.argwhere(mask).tolist()))
@@ -101,7 +101,7 @@ def pilot(name: str, lmm: Path, stage1: Path, work: Path, threads: int) -> dict:
                    stdout=subprocess.DEVNULL)
     results = read_json(out / "evaluation.json")
     card = read_json(stage1 / "config.json")["extra"]["evaluation"]["swap"]
-    return {"lmm": str(lmm), "stage1": str(stage1),
+    return {"lmm": str(lmm), "stage1": str(stage1), "evaluation_dir": str(out),
             "splits": {s: {"n": e["stage1_drc"]["n"], **e["stage1_drc"]["ground_truth"]}
                        for s, e in results["splits"].items()},
             "swap": {kind: card[kind]["self"] for kind in ("train", "heldout")}}
@@ -127,12 +127,8 @@ def main(argv: list[str] | None = None) -> int:
               f"cells were held out; {r['old_train_targets_on_world_cells']} of {r['old_train_targets']} training "
               f"targets sat on {r['old_world_cells_trained_as_targets']} of the {r['world_cells']} cells the LMM never "
               f"drew, {r['old_triplet_anchors_on_world_cells']} of {r['old_triplets']} triplet anchors too")
-    for item in args.pilot:
-        name, sep, folders = item.partition("=")
-        lmm, sep2, stage1 = folders.partition(":")
-        if not (sep and sep2 and name and lmm and stage1):
-            raise SystemExit(f"--pilot must be NAME=LMM_FOLDER:STAGE1_FOLDER, got {item!r}")
-        r = out["pilots"][name] = pilot(name, in_repo(lmm), in_repo(stage1), in_repo(args.work), args.threads)
+    for name, lmm, stage1 in named_folder_pairs(args.pilot, "--pilot"):
+        r = out["pilots"][name] = pilot(name, lmm, stage1, in_repo(args.work), args.threads)
         print(f"{name}: 'both' {r['splits']['sample']['both']:.3f} on sample, {r['splits']['heldout']['both']:.3f} "
               f"on heldout; swap test {r['swap']['train']['both']:.3f} / {r['swap']['heldout']['both']:.3f}")
     out["minutes"] = round((time.perf_counter() - t0) / 60, 2)

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from drclib.io import write_json
-from drclib.judges.metrics import format_rate, rate_se
+from drclib.judges.metrics import diff_se, format_rate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # this folder, also when a test loads the script
 from _kit import read_card  # noqa: E402
@@ -81,7 +81,7 @@ def summarise(runs: dict) -> dict:
         for s in paired:
             d, w = runs[(True, s)]["evaluation"][split]["drc"], runs[(False, s)]["evaluation"][split]["drc"]
             diffs[str(s)] = {"value": float(d["both"]) - float(w["both"]),
-                             "se": math.hypot(rate_se(float(d["both"]), int(d["n"])), rate_se(float(w["both"]), int(w["n"])))}
+                             "se": diff_se(float(d["both"]), int(d["n"]), float(w["both"]), int(w["n"]))}
         vals = [v["value"] for v in diffs.values()]
         o["difference"] = {"seeds": diffs, "mean": statistics.fmean(vals) if vals else None,
                            "se_over_seeds": statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else None,
