@@ -237,3 +237,19 @@ def test_shipped_checkpoint_scores_as_recorded(shipped_stickers):
     assert abs(got["psnr"] - recorded) < 0.5, (got, recorded)
     assert (SHIPPED / "model.safetensors").stat().st_size < 6e6  # about 5 MB (5.3 MB shipped)
     assert "python -m drclib.backbone.tokenizer" in (SHIPPED / "README.md").read_text()
+
+
+def test_shifted_and_scaled_moves_the_sticker_and_keeps_its_colours(tiny_tok, tiny_stickers):
+    """The LMM's pretraining augmentation: same shape and range, white where the sticker moved out,
+    seeded, the identity at zero shift and scale; augmented_codes' copy 0 is the plain sticker."""
+    x = torch.from_numpy(tiny_stickers.images[0, :4]).permute(0, 3, 1, 2).float() / 255
+    a = tkn.shifted_and_scaled(x, torch.Generator().manual_seed(3))
+    b = tkn.shifted_and_scaled(x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b) and 0 <= a.min() and a.max() <= 1
+    assert (a - x).abs().max() > 0.05                                  # it moved
+    torch.testing.assert_close(tkn.shifted_and_scaled(x, max_shift=0.0, scale=0.0), x, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        tkn.shifted_and_scaled(x[0])
+    codes = tkn.augmented_codes(tiny_tok, tiny_stickers, 2, seed=0)
+    assert codes.shape == (2, tiny_stickers.n_styles, tiny_stickers.n_emoji, 64)
+    assert torch.equal(codes[0, 0, 0], tiny_tok.encode(x[:1].to(tiny_tok.device)).cpu()[0])

@@ -561,6 +561,23 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
 
 # ---------------------------------------------------------------------------------- shipped checkpoint
 @torch.no_grad()
+def shifted_and_scaled(images: torch.Tensor, generator: torch.Generator | None = None, *, max_shift: float = 2.0,
+                       scale: float = 0.1) -> torch.Tensor:
+    """Each image of ``images`` (``[B, 3, H, W]`` in [0, 1]) shifted by up to ``max_shift`` px and
+    scaled by ``1 +- scale``, filled with white: the same sticker under another code sequence, the
+    augmentation the shipped LMM's pretraining draws from (:func:`augmented_codes`)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"shifted_and_scaled needs [B, 3, H, W] images, got shape {tuple(images.shape)}")
+    b = len(images)
+    s = 1 + (torch.rand(b, generator=generator) * 2 - 1) * scale
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = (torch.rand(b, 2, generator=generator) * 2 - 1) * max_shift * 2 / images.shape[-1]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False).to(images.device)
+    return 1 - F.grid_sample(1 - images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@torch.no_grad()
 def augmented_codes(tok: VisualTokenizer, stickers: StickerSet, copies: int, *, seed: int = 0,
                     max_shift: float = 2.0, scale: float = 0.1, batch_size: int = 512) -> torch.Tensor:
     """Codes of ``copies`` versions of every sticker, ``[copies, n_styles, n_emoji, 64]``: copy 0
@@ -573,15 +590,7 @@ def augmented_codes(tok: VisualTokenizer, stickers: StickerSet, copies: int, *, 
     flat = torch.from_numpy(stickers.images.reshape(-1, *stickers.images.shape[2:])).permute(0, 3, 1, 2).float() / 255
     out = []
     for c in range(copies):
-        x = flat
-        if c:
-            b = len(x)
-            s = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
-            theta = torch.zeros(b, 2, 3)
-            theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
-            theta[:, :, 2] = (torch.rand(b, 2, generator=gen) * 2 - 1) * max_shift * 2 / x.shape[-1]
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = shifted_and_scaled(flat, gen, max_shift=max_shift, scale=scale) if c else flat
         out.append(torch.cat([tok.encode(x[i:i + batch_size].to(tok.device)).cpu()
                               for i in range(0, len(x), batch_size)]))
     return torch.stack(out).view(copies, stickers.n_styles, stickers.n_emoji, -1)
