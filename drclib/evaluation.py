@@ -386,7 +386,7 @@ def evaluate(methods: dict, stickers, samples, splits: dict, cfg: EvalConfig, ju
                             "reference": _u8(inputs["reference_images"][:cfg.keep_images]),
                             "target": _u8(inputs["target_images"][:cfg.keep_images])})
         for name, method in methods.items():
-            if name in entries and name in kept[split]:
+            if name in entries and KEPT_AS.get(name, name) in kept[split]:
                 if progress:
                     print(f"  {split:8s} {name:15s} reused from {path}", flush=True)
                 continue
@@ -404,7 +404,7 @@ def evaluate(methods: dict, stickers, samples, splits: dict, cfg: EvalConfig, ju
             entry["uses_alpha"] = bool(getattr(method, "uses_alpha", False))
             entry["seconds"] = round(time.perf_counter() - t0, 1)
             entries[name] = entry
-            kept[split][name] = _u8(images[:cfg.keep_images])
+            kept[split][KEPT_AS.get(name, name)] = _u8(images[:cfg.keep_images])
             if progress:
                 gt = entry["ground_truth"]
                 print(f"  {split:8s} {name:15s} style {gt['style_acc']:.3f}  emoji {gt['emoji_top1']:.3f}  both "
@@ -413,6 +413,12 @@ def evaluate(methods: dict, stickers, samples, splits: dict, cfg: EvalConfig, ju
             if out_dir is not None:
                 _save(out_dir, results, kept)
     return results
+
+
+KEPT_AS = {"history": "history_copy"}
+"""Kept-image keys of the rows whose name is also an input's: the Copy history row's outputs (one
+history image each, ``[k, 3, H, W]``) are kept beside the inputs' history strip (``"history"``,
+``[k, N, 3, H, W]``), not over it (a fresh run used to overwrite the strip)."""
 
 
 def _u8(images: torch.Tensor) -> np.ndarray:
