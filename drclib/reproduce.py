@@ -22,14 +22,11 @@ printed at the end and written to ``runs/<profile>/reproduce.json``.
   a from-scratch run that copies the parts the paper does not train (:data:`GIVEN`: the visual
   tokenizer and the semantic encoder, LaVIT's pretrained visual side, and the scorers) from the
   shipped kit and retrains the rest, into ``runs/<profile>[-<recipe>]-pretrained/``.
-- **Two lanes** (the default, ``--lanes 2``): the parts are trained two at a time, each in its
-  own process with one torch thread (the 2-core CPU's two cores; never more threads than
-  cores), each part as soon as the parts it reads are trained (:attr:`Step.needs`), the one
-  with the longest chain of parts waiting on it first (:func:`plan`). Each command's output goes
-  to ``runs/<profile>/logs/<part>.log``. The notebooks run in the same lanes, longest first
-  (:func:`drclib.notebooks.run_all`). ``--plan`` prints the order and the expected minutes
-  from the cards' times without training; ``--lanes 1`` trains one part at a time, as the cards
-  were made.
+- **Two lanes** (the default, ``--lanes 2``): two parts at a time, each in its own process with
+  one torch thread (never more threads than cores), each as soon as the parts it reads are trained
+  (:attr:`Step.needs`), the longest chain first (:func:`plan`); logs in ``runs/<profile>/logs/``.
+  The notebooks run in the same lanes (:func:`drclib.notebooks.run_all`). ``--plan`` prints the
+  order and the cards' expected minutes without training; ``--lanes 1`` trains one part at a time.
 - **Resume**: every training command keeps its state under ``runs/<profile>/state/`` and
   continues from there if interrupted; the evaluation keeps finished (split, method)
   entries; so running the command again picks up where it stopped.
@@ -101,13 +98,17 @@ def training_steps(state: str, checkpoints: str = SHIPPED, recipe: str = "card")
              [sys.executable, "-m", "drclib.backbone.tinyclip", "--epochs", "15", "--out", f"{c}/tinyclip"]),
         Step("semantic encoder", f"{c}/encoder",
              [sys.executable, "-m", "drclib.backbone.encoder", "--steps", "3000", "--out", f"{c}/encoder"], needs=tok),
-        # float32 like the shipped LMM (trained on a CPU without fast bf16): on a bf16-trained LMM the
-        # retrained Pigeon carried the reference's emoji 0.26-0.38 of the time against its card's 0.60,
-        # on a float32 one 0.56 (benchmarks/pigeon_lmm.py, RESULTS section 7); ~3 min more on an AMX CPU
-        Step("pocket LMM", f"{c}/lmm",
-             t + ["backbone", "--concepts", "core", "--no-bf16", "--state-dir", f"{state}/lmm", "--out", f"{c}/lmm"],
-             needs=tok + judges),
     ]
+    # the composing LMM (its card, RESULTS section 1): 6,000 augmented steps in two runs, then 600 plain ones
+    aug = ["backbone", "--concepts", "core", "--augment", "0.9", "--copies", "16", "--steps", "3000", "--seed", "0"]
+    chain = [("pocket LMM, augmented", aug, f"{state}/lmm_aug_3000", []),
+             ("pocket LMM, augmented, continued", aug, f"{state}/lmm_aug_6000", ["--init-from", f"{state}/lmm_aug_3000"]),
+             ("pocket LMM", ["backbone", "--concepts", "core", "--steps", "600", "--lr", "5e-4", "--warmup", "30",
+                             "--seed", "0"], f"{c}/lmm", ["--init-from", f"{state}/lmm_aug_6000"])]
+    for i, (name, args, out, more) in enumerate(chain):
+        steps.append(Step(name, out, t + args + more + ["--state-dir", f"{state}/{Path(out).name}_state", "--out", out],
+                          part_of=None if out == f"{c}/lmm" else f"{c}/lmm",
+                          needs=tok + judges + ((chain[i - 1][0],) if i else ())))
     for v in ("drc", "uniform", "concat", "mlp"):
         steps.append(Step(f"stage 1, {v}", f"{c}/stage1/{v}",
                           t + ["stage1", "--variant", v, "--state-dir", f"{state}/stage1_{v}", "--out", f"{c}/stage1/{v}"],
@@ -137,14 +138,12 @@ RECIPES = ("card", "lab")
 
 GIVEN = ("visual tokenizer", "semantic encoder", "style classifier", "emoji classifier", "tiny CLIP")
 """The parts the paper does not train: LaVIT's visual tokenizer and the ViT features its visual
-tokens come from are pretrained (the kit's stand-ins: the VQ tokenizer and the semantic encoder
-the towers read), and the scorers (the style and emoji judges, tiny CLIP: the kit's stand-ins
-for the paper's CLIP, DINO and classifiers) only measure. ``--pretrained paper`` (``make all ...
-PRETRAINED=paper``) copies them from the shipped kit into a from-scratch run and retrains the
-rest (the pocket LMM, stage 1, stage 2, the trained baselines): the DRC paper's own division of
-labour, and on the 2-core CPU the only one measured to keep DRC's quality within the hour's
-reach: the encoder cut to 800 of its 3,000 steps left stage 1 at a third of its card's swap-test
-"both" (RESULTS section 7), and its card recipe alone is about an hour in a lane."""
+tokens come from are pretrained (the kit's stand-ins: the VQ tokenizer and the semantic encoder),
+and the scorers (the judges, tiny CLIP: stand-ins for the paper's CLIP, DINO and classifiers) only
+measure. ``--pretrained paper`` (``make all ... PRETRAINED=paper``) copies them from the shipped kit
+into a from-scratch run and retrains the rest (the pocket LMM, stage 1, stage 2, the trained
+baselines): the paper's own division of labour (the encoder cut to 800 of its 3,000 steps left
+stage 1 at a third of its card's swap-test "both", RESULTS section 7)."""
 
 
 def pretrained_parts(spec: str | tuple | list | None) -> tuple:
@@ -195,37 +194,32 @@ LAB_RECIPE = {
     "emoji classifier": {"--epochs": "12"},
     "tiny CLIP": {"--epochs": "6"},
     "semantic encoder": {"--steps": "800"},
-    "pocket LMM": {"--steps": "1200"},    # the card's: at 800 it had not memorised its cells (t2i both 0.21 vs 0.87)
+    "pocket LMM, augmented": {"--steps": "3000"},     # the cards': the plain recipe cut to 800 of its 1,200
+    "pocket LMM, augmented, continued": {"--steps": "3000"},   # steps had not memorised its cells (t2i both
+    "pocket LMM": {"--steps": "600"},     # 0.21 vs 0.87); the composing LMM's runs were not cut
     "stage 1, drc": {"--steps": "600"},      # the cards': at 300, 0.55 'both' on the swap test (0.86 at 600), at 150 0.04
-    "stage 1, uniform": {"--steps": "600"},
-    "stage 1, concat": {"--steps": "600"},
-    "stage 1, mlp": {"--steps": "600"},
+    "stage 1, uniform": {"--steps": "600"}, "stage 1, concat": {"--steps": "600"}, "stage 1, mlp": {"--steps": "600"},
     "stage 2, DRC": {"--steps": "200"},     # the cards': at 100, 'both' 0.26 against 0.34 (stage 1 alone: 0.46)
     "stage 2, w/o Aug": {"--steps": "200"},
-    "baseline, Pigeon": {"--steps": "120", "--lr": "3e-3"},
-    "baseline, LMM-SFT": {"--steps": "120", "--lr": "3e-3"},
+    "baseline, Pigeon": {"--steps": "120", "--lr": "3e-3"}, "baseline, LMM-SFT": {"--steps": "120", "--lr": "3e-3"},
 }
 """The lab recipe (``make all PROFILE=full FROM_SCRATCH=1 RECIPE=lab``): every part's card
 recipe with about a third of its epochs or steps (and, for the two LoRA baselines, the quick
 profile's higher learning rate), sized by the cards' minutes to fit an hour on the 2-core CPU;
-each command lays its learning-rate schedule over its own steps. The pocket LMM, the four
-stage-1 models and the two stage-2 pipelines keep their cards' steps (1,200, 600 and 200): the
-first two learn in a late jump (the LMM memorises its cells after step ~700, stage 1's z names
-them from step ~200 and composes better up to ~600), and cut short they compose little or nothing:
-at 800 steps the LMM's text-to-image "both" was 0.21 against the card's 0.87; stage 1's swap-test
-"both" was 0.04 at 150 steps, 0.55 at 300 and 0.86 at 600 (1,200 add nothing; RESULTS sections 1
-and 7, whose lab runs predate the 600-step cards and trained stage 1 for 300). Stage 2 at
-100 steps left its pipeline below the stage-1 model it starts from ("both" 0.26 on ``sample``
-against the card's 0.34 at 200 steps, the same seed; ``benchmarks/stage2_steps.py``), the
-third run's one DRC part off its card. Measured (RESULTS section 7,
-``benchmarks/lab_recipe.py``): every part retrained (the LMM then at 800 steps), 72 minutes of
-training, 89 with the evaluation and notebooks, and a kit that does not reproduce the cards
-(DRC's "both" 0.33 -> 0.015 under the shipped judges); with ``--pretrained paper`` (the
-tokenizer, judges, tiny CLIP and encoder kept) see RESULTS section 7 for the three runs."""
+each command lays its learning-rate schedule over its own steps. The pocket LMM's runs, the four
+stage-1 models and the two stage-2 pipelines keep their cards' steps: cut short they compose
+little or nothing (the plain LMM at 800 of its 1,200 steps drew training cells "both" 0.21
+against 0.87; stage 1's swap-test "both" was 0.04 at 150 steps, 0.55 at 300 and 0.86 at 600;
+stage 2 at 100 steps fell below the stage 1 it starts from; RESULTS sections 1 and 7,
+``benchmarks/stage2_steps.py``). Measured (RESULTS section 7, ``benchmarks/lab_recipe.py``, on the
+plain LMM): every part retrained (the LMM then at 800 steps), 89 minutes with the evaluation and
+notebooks, and a kit that does not reproduce the cards (DRC's "both" 0.33 -> 0.015); with
+``--pretrained paper`` (the tokenizer, judges, tiny CLIP and encoder kept) see RESULTS section 7."""
 
 CARD_SIZE = {"visual tokenizer": ("--epochs", 24), "style classifier": ("--epochs", 32),
              "emoji classifier": ("--epochs", 28), "tiny CLIP": ("--epochs", 15),
-             "semantic encoder": ("--steps", 3000), "pocket LMM": ("--steps", 1200),
+             "semantic encoder": ("--steps", 3000), "pocket LMM, augmented": ("--steps", 3000),
+             "pocket LMM, augmented, continued": ("--steps", 3000), "pocket LMM": ("--steps", 600),
              "stage 1, drc": ("--steps", 600), "stage 1, uniform": ("--steps", 600),
              "stage 1, concat": ("--steps", 600), "stage 1, mlp": ("--steps", 600),
              "stage 2, DRC": ("--steps", 200), "stage 2, w/o Aug": ("--steps", 200),
@@ -258,13 +252,15 @@ def expected_minutes(recipe: str = "card") -> dict:
 
 EXPECTED_MINUTES = {
     "data check": 0.1, "visual tokenizer": 59.4, "style classifier": 15.8, "emoji classifier": 13.6,
-    "tiny CLIP": 12.7, "semantic encoder": 27.2, "pocket LMM": 18.2, "stage 1, drc": 13.8,
+    "tiny CLIP": 12.7, "semantic encoder": 27.2, "pocket LMM, augmented": 19.5,
+    "pocket LMM, augmented, continued": 21.2, "pocket LMM": 4.1, "stage 1, drc": 13.8,
     "stage 1, uniform": 14.3, "stage 1, concat": 14.7, "stage 1, mlp": 12.0, "stage 2, DRC": 3.4,
     "stage 2, w/o Aug": 3.3, "baseline, Pigeon": 30.7, "baseline, LMM-SFT": 25.2,
     "evaluation": 6.5, "notebooks": 12.0}
 """Minutes by the cards' "time" lines before the held-out fix, which section 7's runs are planned against (float32-only
 machine; stage 1 and 2: the AVX-512-bf16 one, where the later baselines' cards ran faster; evaluation and notebooks:
-README's timing table): the progress line's estimate of the time left, scaled by how this run compares so far."""
+README's timing table; the pocket LMM's three runs: the composing LMM's card, AVX-512-bf16): the progress line's
+estimate of the time left, scaled by how this run compares so far."""
 
 
 TWO_THREADS = 1.7
@@ -274,10 +270,10 @@ it per part (``second_thread`` in data/results/speed.json: 1.4x to 1.7x for LMM 
 stage 1 and stage 2)."""
 
 
-def planned_minutes(recipe: str = "card", done: set | tuple = (), lanes: int = 2) -> float:
-    """A from-scratch run's minutes by the cards: its training's :func:`plan` (``done``: parts not
-    trained), evaluation and notebooks."""
-    expected = expected_minutes(recipe)
+def planned_minutes(recipe: str = "card", done: set | tuple = (), lanes: int = 2, expected: dict | None = None) -> float:
+    """A from-scratch run's minutes by the cards (or ``expected``): its training's :func:`plan` (``done``:
+    parts not trained), evaluation and notebooks."""
+    expected = expected_minutes(recipe) if expected is None else expected
     return (makespan(plan(training_steps("state", "checkpoints", recipe), lanes, expected, done=set(done)))
             + expected["evaluation"] + expected["notebooks"])
 
@@ -295,7 +291,10 @@ def measured_pace(machine: str | None = None, results: Path | None = None) -> tu
             if (d.get("machine") != machine or "LANES=1" in d.get("run_command", "")
                     or not {"evaluation", "notebooks"} <= set(d["minutes"])):   # only make all's whole run
                 continue
-            paces.append(float(d["total_minutes"]) / planned_minutes(d.get("recipe", "card"), d.get("pretrained", ())))
+            r = d.get("recipe", "card")      # planned as it was: its own minutes, and no LMM chain before there was one
+            done = set(d.get("pretrained", ())) | {s.name for s in training_steps("s", "c") if s.part_of} - set(d["minutes"])
+            paces.append(float(d["total_minutes"]) / planned_minutes(r, done, expected={**expected_minutes(r),
+                                                                                       **d.get("expected_minutes", {})}))
             names.append(f.name)
         except (OSError, ValueError, KeyError, TypeError):
             continue                        # not a retrain's record: nothing to learn from it
