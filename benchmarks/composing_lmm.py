@@ -1,12 +1,13 @@
 """An LMM that composes: pocket LMMs pretrained on shifted and scaled copies of the stickers, and
-DRC's stage 1 on each, beside the shipped LMM and its stage 1 (prints figures and writes a JSON
-that RESULTS sections 1 and 5 and notebook 07 quote; not a test).
+DRC's stage 1 on each, beside the plain LMM and its stage 1 (prints figures and writes a JSON
+that RESULTS sections 1 and 5 and notebook 07 quote; not a test). Seed 0's candidate became the
+kit's default LMM; the plain one (the default before it) is kept in ``data/checkpoints/plain``.
 
     python benchmarks/composing_lmm.py --candidate NAME=LMM_FOLDER:STAGE1_FOLDER [...]
                                        [--show NAME] [--work runs/composing_lmm] [--threads 1]
                                        [--out data/results/composing_lmm.json]
 
-For the shipped LMM and for each candidate, one row:
+For the plain LMM and for each candidate, one row:
 
 - the LMM's own text-to-image figures from its card (greedy, the prompt naming style and emoji,
   300 training cells and the 64 held-out cells of `core`, the judges' argmax over the set) and its
@@ -14,12 +15,13 @@ For the shipped LMM and for each candidate, one row:
 - its stage-1 model's card (minutes, final loss, swap test);
 - section 5's protocol on that stage-1 model (``python -m drclib.evaluation --profile full --rows
   stage1_drc``, 200 `sample` and 64 `heldout` test samples, one greedy output each, through
-  ``benchmarks/heldout_fix.py``'s :func:`pilot`). The shipped row reads section 5's own
-  ``stage1_drc`` entry; Pigeon's entry stands beside them.
+  ``benchmarks/heldout_fix.py``'s :func:`pilot`). The plain row reads the ``stage1_drc``
+  entry of section 5's evaluation of the plain kit (``data/results/evaluation_plain_lmm``); Pigeon's entry stands beside them.
 
 Each candidate's evaluation (its ``evaluation.json`` and kept images) is copied next to ``--out``,
 into ``<out without .json>/<name>/``, so that notebook 07 can show the held-out outputs of the
-candidate named by ``--show`` (default: the first), the one shipped in ``data/checkpoints/composing``.
+candidate named by ``--show`` (default: the first), the one shipped as the kit's default.
+
 
 The candidates of this study (the 2-core AMD EPYC with AVX-512-bf16, one thread a job, two jobs
 side by side; bf16 autocast on, which this CPU runs natively), in a clone of the repository, for
@@ -42,8 +44,9 @@ S in 0 1 (the recipe of ``benchmarks/lmm_recipes.py``'s "--augment 0.9 --copies 
     python -m drclib.train stage1 --variant drc --threads 1 --lmm runs/lmm/aug_6000_sS \
         --state-dir runs/st/plain_sS --out runs/stage1/plain_sS
 
-Seed 0's annealed LMM and its stage 1 are shipped in ``data/checkpoints/composing/{lmm,stage1}``
-(the kit's default seed; the two seeds' training-cell figures tie). The JSON was then written by
+Seed 0's annealed LMM and its stage 1 are shipped as the kit's defaults, ``data/checkpoints/lmm``
+and ``data/checkpoints/stage1/drc`` (the kit's default seed; the two seeds' training-cell figures
+tie). They were in ``data/checkpoints/composing`` when the JSON was written by
 
     python benchmarks/composing_lmm.py --threads 2 \
         --candidate "seed 0=data/checkpoints/composing/lmm:data/checkpoints/composing/stage1" \
@@ -51,7 +54,8 @@ Seed 0's annealed LMM and its stage 1 are shipped in ``data/checkpoints/composin
         --candidate "seed 0 before anneal=runs/composing/plain_s0/lmm:runs/composing/plain_s0/stage1" \
         --candidate "seed 1 before anneal=runs/composing/plain_s1/lmm:runs/composing/plain_s1/stage1"
 
-(``runs/composing/*``: the clone's folders above, copied.)
+(``runs/composing/*``: the clone's folders above, copied); the JSON's ``plain`` row was then
+rewritten by :func:`plain_row` once the plain LMM had moved to ``data/checkpoints/plain``.
 """
 
 from __future__ import annotations
@@ -101,16 +105,17 @@ def stage1_row(folder: Path) -> dict:
             "swap": {kind: extra["evaluation"]["swap"][kind]["self"] for kind in ("train", "heldout")}}
 
 
-def shipped_row() -> dict:
-    """The shipped LMM and stage 1, with section 5's ``stage1_drc`` and ``pigeon`` entries."""
-    from drclib.backbone import default_checkpoint_dir
-    from drclib.evaluation import shipped_results_dir
+def plain_row() -> dict:
+    """The plain LMM and its stage 1 (``data/checkpoints/plain``, the kit's default until the
+    composing LMM replaced it), with section 5's ``stage1_drc`` and ``pigeon`` entries from the
+    evaluation of that kit (``data/results/evaluation_plain_lmm``)."""
     from drclib.io import read_json
-    from drclib.pipeline import default_stage1_dir
+    from drclib.paths import repo_root
+    from drclib.pipeline import plain_lmm_dir
 
-    full = read_json(shipped_results_dir() / "evaluation.json")
+    full = read_json(repo_root() / "data" / "results" / "evaluation_plain_lmm" / "evaluation.json")
     pick = lambda row: {s: {"n": e[row]["n"], **e[row]["ground_truth"]} for s, e in full["splits"].items()}
-    return {"lmm": lmm_row(default_checkpoint_dir()), "stage1": stage1_row(default_stage1_dir("drc")),
+    return {"lmm": lmm_row(plain_lmm_dir() / "lmm"), "stage1": stage1_row(plain_lmm_dir() / "stage1"),
             "splits": pick("stage1_drc"), "pigeon": pick("pigeon")}
 
 
@@ -153,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = named_folder_pairs(args.candidate, "--candidate")
     out_path = in_repo(args.out)
     out = {"command": "python benchmarks/composing_lmm.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-           "machine": describe_machine("cpu"), "shipped": shipped_row(), "candidates": {}}
+           "machine": describe_machine("cpu"), "plain": plain_row(), "candidates": {}}
     if args.show is not None and args.show not in [w[0] for w in wanted]:
         raise SystemExit(f"--show {args.show!r} names no --candidate (have: {[w[0] for w in wanted]})")
-    print_row("shipped", out["shipped"])
+    print_row("plain", out["plain"])
     for name, lmm, stage1 in wanted:
         r = out["candidates"][name] = candidate_row(name, lmm, stage1, in_repo(args.work), out_path.with_suffix(""),
                                                     args.threads)

@@ -485,7 +485,7 @@ def default_pipeline_dir() -> Path:
 
 
 __all__ = ["DRCPipeline", "load_image", "to_pil", "ALPHAS", "IMAGE_SIZE", "default_pipeline_dir",
-           "evaluate_personalization", "composing_dir", "load_composing"]
+           "evaluate_personalization", "plain_lmm_dir", "load_plain_lmm"]
 
 
 def default_stage1_dir(variant: str = "drc") -> Path:
@@ -502,28 +502,28 @@ def shipped_stage2_dir(augment: bool = True) -> Path:
     return shipped_dir("drc" if augment else "drc_no_aug")
 
 
-def composing_dir() -> Path:
-    """``data/checkpoints/composing``: a second pocket LMM (``lmm/``: pretrained mostly on shifted
-    and scaled copies of the stickers, then briefly on the plain ones; RESULTS section 1) and DRC's
-    stage 1 trained on it with the shipped recipe (``stage1/``). The kit's study of what an LMM
-    that draws unseen (style, emoji) cells gives DRC on them (RESULTS section 5, notebook 07); the
-    kit's default LMM, and every other part, stay the shipped ones."""
+def plain_lmm_dir() -> Path:
+    """``data/checkpoints/plain``: the pocket LMM of the plain recipe (``lmm/``: 1,200 steps on the
+    unaugmented stickers, the kit's default until the composing LMM replaced it; RESULTS section 1)
+    and DRC's stage 1 trained on it with the shipped recipe (``stage1/``). It memorises the
+    training cells and seldom draws an unseen (style, emoji) cell; kept so that notebook 07 can show
+    what the composing LMM gives DRC on held-out cells (RESULTS section 5)."""
     from drclib.checkpoint import shipped_dir
 
-    return shipped_dir("composing")
+    return shipped_dir("plain")
 
 
-def load_composing(device: str | torch.device = "cpu") -> DRCPipeline:
-    """DRC's stage 1 on the composing LMM (:func:`composing_dir`) as a pipeline, with the shipped
+def load_plain_lmm(device: str | torch.device = "cpu") -> DRCPipeline:
+    """DRC's stage 1 on the plain LMM (:func:`plain_lmm_dir`) as a pipeline, with the shipped
     tokenizer: called like the shipped one, ``pipe(history, reference)``."""
     from drclib.backbone import tokenizer as tok_mod
     from drclib.drc import load_stage1
     from drclib.runtime import pick_device
 
-    folder = composing_dir()
+    folder = plain_lmm_dir()
     if not (folder / "stage1" / "config.json").is_file() or not (folder / "lmm" / "config.json").is_file():
-        raise CheckpointError(f"no composing LMM and stage 1 at {folder} (lmm/ and stage1/); restore them from git, "
-                              "or train them with the commands in benchmarks/composing_lmm.py")
+        raise CheckpointError(f"no plain LMM and stage 1 at {folder} (lmm/ and stage1/); restore them from git, "
+                              "or train them with the commands in their cards (lmm/README.md, stage1/README.md)")
     device = pick_device(device)
     drc, lmm = load_stage1(folder / "stage1", folder / "lmm", device=device)
     return DRCPipeline(drc, lmm, tok_mod.load_default(device=device), device=device)

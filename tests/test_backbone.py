@@ -217,18 +217,18 @@ def _shipped_lmm_ready():
 
 
 @pytest.mark.skipif(not _shipped_lmm_ready(), reason="no evaluated shipped LMM yet")
-@pytest.mark.parametrize("which", ["shipped", "composing"])
+@pytest.mark.parametrize("which", ["shipped", "plain"])
 def test_shipped_lmm_reproduces_its_card(which):
-    """The shipped LMM, and the composing one (data/checkpoints/composing/lmm), redraw the probe
+    """The shipped LMM, and the plain one it replaced (data/checkpoints/plain/lmm), redraw the probe
     cells of their card as the card says."""
     from drclib import judges
     from drclib.backbone import PocketLMM, load_default
     from drclib.backbone import tokenizer as vt
     from drclib.judges import evaluate_text_to_image
-    from drclib.pipeline import composing_dir
+    from drclib.pipeline import plain_lmm_dir
     from drclib.train import PROBE_CELLS, eval_cell_subsets, model_stickers
 
-    lmm = load_default() if which == "shipped" else PocketLMM.from_pretrained(composing_dir() / "lmm")
+    lmm = load_default() if which == "shipped" else PocketLMM.from_pretrained(plain_lmm_dir() / "lmm")
     probe = lmm.training_info["probe"]
     stickers = model_stickers(lmm)                      # the concept set it was trained on
     assert lmm.training_info["concept_set"] == "core" and stickers.n_emoji == 128

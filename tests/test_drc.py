@@ -455,22 +455,22 @@ def test_load_stage1_checks_the_lmm_and_restores_lora(steerable, tiny_stickers, 
         load_stage1(tmp_path / "s1", other)
 
 
-@pytest.mark.parametrize("variant", ["drc", "uniform", "concat", "mlp", "composing"])
+@pytest.mark.parametrize("variant", ["drc", "uniform", "concat", "mlp", "plain"])
 def test_shipped_stage1_reproduces_its_card(variant, shipped_stickers):
-    """The shipped stage-1 models (DRC and its three ablations, and DRC's stage 1 on the composing
-    LMM) load with their LMM and LoRA adapters and reproduce the small probe stored in their card,
+    """The shipped stage-1 models (DRC and its three ablations, and DRC's stage 1 on the plain LMM
+    the kit shipped before) load with their LMM and LoRA adapters and reproduce the small probe stored in their card,
     within 2 of 24 images."""
     from drclib import judges
     from drclib.backbone import tokenizer as vt
     from drclib.backbone import sticker_codes
     from drclib.drc import cell_images, load_stage1
-    from drclib.pipeline import composing_dir, default_stage1_dir
+    from drclib.pipeline import default_stage1_dir, plain_lmm_dir
     from drclib.train import model_stickers, stage1_probe
 
-    if variant == "composing":
-        model, lmm = load_stage1(composing_dir() / "stage1", composing_dir() / "lmm")
+    if variant == "plain":
+        model, lmm = load_stage1(plain_lmm_dir() / "stage1", plain_lmm_dir() / "lmm")
         with pytest.raises(CheckpointError, match="another LMM"):     # its card names its own LMM
-            load_stage1(composing_dir() / "stage1")
+            load_stage1(plain_lmm_dir() / "stage1")
     else:
         model, lmm = load_stage1(default_stage1_dir(variant))
     stickers = model_stickers(model)

@@ -46,7 +46,7 @@ def setup(tiny_stickers):
     pipe = tiny_pipeline(tiny_stickers)
     data = make_dataset(tiny_stickers, "quick", seed=0)
     methods = {"grd": ReferencePipeline("grd"), "recon": ReferencePipeline("recon", pipe.tokenizer), "drc": pipe,
-               "target": evaluation._Oracle("target")}
+               "target": evaluation._Oracle("target"), "history": ReferencePipeline("history")}
     splits = {s: data.splits[s].test for s in ("sample", "heldout")}
     return judges, methods, data, splits
 
@@ -78,6 +78,8 @@ def test_evaluation_end_to_end_tables_and_invariants(setup, tiny_stickers, tmp_p
     assert "### Backends" in evaluation.report(res)
     images = evaluation.load_images(tmp_path, "sample")
     assert images["history"].shape[:2] == (3, data.samples.history.shape[1]) and images["drc"].shape == (3, 3, 32, 32)
+    # the Copy history row's outputs are kept beside the inputs' history strip, not over it
+    assert images["history_copy"].shape == (3, 3, 32, 32) and images["history"].ndim == 5
 
 
 def test_resume_reuses_finished_entries(setup, tiny_stickers, tmp_path):
@@ -151,7 +153,8 @@ def test_reproduce_plan_covers_every_trained_part():
 def test_reproduce_from_scratch_never_writes_the_shipped_weights():
     steps = training_steps("runs/full/state", "runs/full/checkpoints")
     for s in steps:
-        assert s.output.startswith("runs/full/checkpoints/"), s
+        # a chain's intermediate parts (the LMM's first two runs) live with the training state
+        assert s.output.startswith("runs/full/state/" if s.part_of else "runs/full/checkpoints/"), s
         outs = [s.args[i + 1] for i, a in enumerate(s.args) if a == "--out"]
         assert outs == [s.output], f"{s.name} must write where the plan expects: {outs}"
         assert not any("data/checkpoints" in str(a) for a in s.args)
@@ -197,7 +200,7 @@ def test_progress_line_and_time_table():
     two.finish("pocket LMM", EXPECTED_MINUTES["pocket LMM"] * 60 / TWO_THREADS, threads=2)
     assert two.pace == pytest.approx(1.0)
     table = time_table({"seconds": {"pocket LMM": 600.0}, "status": {"pocket LMM": "trained"}, "total_seconds": 660.0})
-    assert "| pocket LMM | trained | 10.0 | 18.2 |" in table and "**11.0**" in table
+    assert "| pocket LMM | trained | 10.0 | 4.1 |" in table and "**11.0**" in table
     lab = time_table({"recipe": "lab", "seconds": {"semantic encoder": 600.0}, "status": {}, "total_seconds": 600.0})
     assert "| semantic encoder | ran | 10.0 | 7.3 |" in lab       # 800 of the card's 3,000 steps
 
@@ -270,11 +273,16 @@ def test_lab_recipe_shortens_every_part_and_only_trains_from_scratch(tmp_path):
     minutes = expected_minutes("lab")
     assert all(minutes[n] <= expected_minutes()[n] for n in LAB_RECIPE)
     kept = {n for n in LAB_RECIPE if minutes[n] == expected_minutes()[n]}   # the parts that fall short when cut
-    assert kept == {"pocket LMM", "stage 1, drc", "stage 1, uniform", "stage 1, concat", "stage 1, mlp",
+    assert kept == {"pocket LMM, augmented", "pocket LMM, augmented, continued", "pocket LMM", "stage 1, drc", "stage 1, uniform", "stage 1, concat", "stage 1, mlp",
                     "stage 2, DRC", "stage 2, w/o Aug"}
     assert makespan(plan(list(lab.values()), 2, minutes)) < 0.6 * makespan(plan(list(card.values()), 2))   # 69 vs 137 min
-    # the LMM trains in float32 in both recipes, as the shipped one did (Pigeon's card depends on it)
-    assert "--no-bf16" in card["pocket LMM"].args and "--no-bf16" in lab["pocket LMM"].args
+    # the LMM is the composing LMM's chain of three runs, each continuing the one before; only the last
+    # writes the shipped folder, and the first two count as done once it exists
+    a, b, lmm = (card[n] for n in ("pocket LMM, augmented", "pocket LMM, augmented, continued", "pocket LMM"))
+    assert a.part_of == b.part_of == lmm.output and lmm.part_of is None
+    assert b.args[b.args.index("--init-from") + 1] == a.output and lmm.args[lmm.args.index("--init-from") + 1] == b.output
+    assert "--augment" in a.args and "--augment" in b.args and "--augment" not in lmm.args
+    assert b.needs[-1] == a.name and lmm.needs[-1] == b.name and lab["pocket LMM"].args == lmm.args
     with pytest.raises(ValueError, match="recipe must be one of"):
         training_steps("st", "ck", "fast")
     with pytest.raises(ValueError, match="from scratch only"):
@@ -539,7 +547,8 @@ def test_stage1_steps_reads_cards_side_by_side(tmp_path):
     card = json.loads((repo_root() / "data/checkpoints/stage1/drc/config.json").read_text())["extra"]
     assert got["stage1"]["shipped"]["steps"] == card["stage1"]["steps"]
     assert got["stage1"]["shipped"]["swap"]["train"]["both"] == round(card["evaluation"]["swap"]["train"]["self"]["both"], 3)
-    assert got["lmm"]["shipped"]["steps"] == 1200
+    lmm_card = json.loads((repo_root() / "data/checkpoints/lmm/config.json").read_text())["extra"]
+    assert got["lmm"]["shipped"]["steps"] == lmm_card["pretrain"]["steps"] == 600     # the composing LMM's last run
     assert got["stage1"]["shipped"]["encoder"]["dim"] == 128                 # the towers' input features, recorded
     with pytest.raises(SystemExit, match="no card at"):
         mod.main([f"missing={tmp_path / 'nothing'}", "--out", str(out)])
@@ -865,26 +874,34 @@ def test_heldout_fix_counts_the_old_rules_leak(tmp_path):
 
 
 def test_composing_lmm_reads_the_cards_it_compares(tmp_path):
-    """benchmarks/composing_lmm.py: the shipped row carries the LMM card's text-to-image figures,
-    its stage 1's swap test and section 5's stage1_drc and Pigeon entries; a missing card and a
-    malformed --candidate exit with a message that says what to do."""
+    """benchmarks/composing_lmm.py: the plain row carries the plain LMM's card figures, its stage 1's
+    swap test and the plain kit's section-5 stage1_drc and Pigeon entries; the shipped JSON's seed-0
+    candidate is the shipped LMM (its card's figures); a missing card and a malformed --candidate exit
+    with a message that says what to do."""
     import importlib.util
 
     from drclib.backbone import default_checkpoint_dir
     from drclib.io import read_json
     from drclib.paths import repo_root
+    from drclib.pipeline import plain_lmm_dir
 
     spec = importlib.util.spec_from_file_location("composing_lmm", repo_root() / "benchmarks" / "composing_lmm.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    r = mod.shipped_row()
-    card = read_json(default_checkpoint_dir() / "config.json")["extra"]["evaluation"]
+    r = mod.plain_row()
+    card = read_json(plain_lmm_dir() / "lmm" / "config.json")["extra"]["evaluation"]
     for cells in ("train_cells", "heldout_cells"):
         assert r["lmm"][cells]["both"] == pytest.approx(card[cells]["both"])
         assert r["lmm"][cells]["n"] == card[cells]["n_cells"]
     assert r["lmm"]["commands"][-1].startswith("python -m drclib.train backbone")
     assert set(r["splits"]) == set(r["pigeon"]) == {"sample", "heldout"}
     assert 0 <= r["stage1"]["swap"]["heldout"]["both"] <= 1 and r["splits"]["heldout"]["n"] > 0
+    shipped = read_json(repo_root() / "data" / "results" / "composing_lmm.json")
+    assert shipped["plain"] == r                                        # the JSON's row is this code's
+    seed0 = shipped["candidates"][shipped["shown"]]["lmm"]
+    shipped_card = read_json(default_checkpoint_dir() / "config.json")["extra"]["evaluation"]
+    assert seed0["folder"] == "data/checkpoints/lmm"
+    assert seed0["heldout_cells"]["both"] == pytest.approx(shipped_card["heldout_cells"]["both"])
     with pytest.raises(SystemExit, match="no LMM card"):
         mod.lmm_row(tmp_path / "nothing")
     with pytest.raises(SystemExit, match="NAME=LMM_FOLDER:STAGE1_FOLDER"):
@@ -892,18 +909,18 @@ def test_composing_lmm_reads_the_cards_it_compares(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_composing_pipeline_generates_and_says_when_absent(tmp_path, monkeypatch):
-    """drclib.pipeline.load_composing: DRC's stage 1 on the composing LMM runs like the shipped
+def test_plain_lmm_pipeline_generates_and_says_when_absent(tmp_path, monkeypatch):
+    """drclib.pipeline.load_plain_lmm: DRC's stage 1 on the plain LMM runs like the shipped
     pipeline (one 32 x 32 image per reference); without the folder it says how to get it."""
     from drclib.checkpoint import CHECKPOINTS_ENV, CheckpointError
     from drclib.data import StickerSet
-    from drclib.pipeline import load_composing
+    from drclib.pipeline import load_plain_lmm
 
-    pipe = load_composing()
+    pipe = load_plain_lmm()
     stickers = StickerSet.for_profile("quick")
     hist = [stickers.image(2, e) for e in range(4)]
     out = pipe(hist, stickers.image(4, 5), seed=0)
     assert len(out) == 1 and out[0].size == (32, 32)
     monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))
-    with pytest.raises(CheckpointError, match="no composing LMM"):
-        load_composing()
+    with pytest.raises(CheckpointError, match="no plain LMM"):
+        load_plain_lmm()
