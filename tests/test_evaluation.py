@@ -687,7 +687,7 @@ def test_encoder_caption_match_on_the_shipped_encoder():
 
 
 def test_lmm_recipes_keeps_rows_whose_folders_are_gone(tmp_path):
-    """benchmarks/lmm_recipes.py: the shipped LMM is the first row, read from its card; with
+    """benchmarks/lmm_recipes.py: the plain LMM (the kit's before the composing one) is the first row, read from its card; with
     --keep a recipe whose folder is gone keeps its earlier row, without it the row is left out."""
     import importlib.util
 
@@ -703,19 +703,19 @@ def test_lmm_recipes_keeps_rows_whose_folders_are_gone(tmp_path):
     out.write_text(json.dumps({"command": "x", "rows": {"+ --factor-dropout 0.3": earlier}}))
     assert mod.main(["--root", str(tmp_path / "none"), "--keep", "--out", str(out)]) == 0
     got = json.loads(out.read_text())
-    assert set(got["rows"]) == {"shipped recipe", "+ --factor-dropout 0.3"}           # (the JSON sorts its keys)
-    assert got["table"].index("| shipped recipe |") < got["table"].index("| + --factor-dropout 0.3 |")
-    assert got["rows"]["shipped recipe"]["command"].startswith("python -m drclib.train backbone")
+    assert set(got["rows"]) == {"plain recipe", "+ --factor-dropout 0.3"}           # (the JSON sorts its keys)
+    assert got["table"].index("| plain recipe |") < got["table"].index("| + --factor-dropout 0.3 |")
+    assert got["rows"]["plain recipe"]["command"].startswith("python -m drclib.train backbone")
     # calibration: the asked sticker itself beats its emoji drawn in another style on style and "both";
     # the other-style row always shows the asked emoji, so its emoji rate is the emoji judge's own
     copy, other = (got["calibration"][k] for k in mod.CALIBRATION)
     for split in ("train_cells", "heldout_cells"):
         assert copy[split]["both"] > other[split]["both"] + 0.3 and copy[split]["style_acc"] > other[split]["style_acc"]
         assert other[split]["emoji_top1"] > 0.8 and other[split]["style_acc"] < 0.25
-    assert "| calibration: the asked sticker itself" in got["table"].split("| shipped recipe |")[0]
+    assert "| calibration: the asked sticker itself" in got["table"].split("| plain recipe |")[0]
     assert "| + --factor-dropout 0.3 | 21.8 | 0.24 | 0.750 ± 0.054 | 0.250 ± 0.054 | 0.500 ± 0.062 |" in got["table"]
     assert mod.main(["--root", str(tmp_path / "none"), "--out", str(out)]) == 0
-    assert set(json.loads(out.read_text())["rows"]) == {"shipped recipe"}
+    assert set(json.loads(out.read_text())["rows"]) == {"plain recipe"}
 
 
 def test_lmm_recipes_seed_groups_average_a_recipes_seeds():
