@@ -86,6 +86,11 @@ RECIPES = {
                                       "--init-from", "{root}/lmm_augment_max_6000"],
     "augment_max_6000_anneal_mixed": ["--steps", "600", "--lr", "5e-4", "--warmup", "30", "--augment", "0.5",
                                       "--copies", "16", "--init-from", "{root}/lmm_augment_max_6000"],
+    # and the shipped anneal after half the augmented steps (a chain half as long, for the lab recipe), two seeds
+    "augment_max_3000_anneal": ["--steps", "600", "--lr", "5e-4", "--warmup", "30",
+                                "--init-from", "{root}/lmm_augment_max_3000"],
+    "augment_max_3000_anneal_seed1": ["--steps", "600", "--lr", "5e-4", "--warmup", "30", "--seed", "1",
+                                      "--init-from", "{root}/lmm_augment_max_3000_seed1"],
 }
 """Row name -> the flags added to the plain recipe (``python -m drclib.train backbone --help``);
 ``{root}`` is ``--root``. A recipe that continues another (``--init-from``) comes after it."""
@@ -97,6 +102,7 @@ SEED_GROUPS = {
                                         "augment_strong_3000_seed2"],
     "most augmentation, 3000 steps": ["augment_max_3000", "augment_max_3000_seed1"],
     "most augmentation, 6000 steps": ["augment_max_6000", "augment_max_6000_seed1"],
+    "most augmentation, 3000 steps, annealed": ["augment_max_3000_anneal", "augment_max_3000_anneal_seed1"],
 }
 """One recipe trained with several seeds: group name -> its recipes (names in :data:`RECIPES`).
 The output's ``seed_groups`` gives each group's spread over its seeds (``lmm_seeds.spread``:
