@@ -2,7 +2,8 @@
 
 Sequences (:class:`SequenceBuilder`): text-to-image, image-to-text and hybrid (a prompt with
 a ``<z>`` slot holding caption words), with optional augmentation, caption-free,
-interleaved and factor-dropout sequences (:data:`LMM_RECIPE` says which the shipped LMM used).
+interleaved and factor-dropout sequences (:data:`LMM_RECIPE`: the plain recipe; the shipped LMM is
+three runs of this command, chained in :func:`drclib.reproduce.training_steps`).
 ``python -m drclib.train backbone`` trains it; ``evaluate-backbone`` scores a folder.
 """
 
@@ -88,8 +89,11 @@ class PretrainConfig:
 LMM_RECIPE = {"steps": 1200, "batch_size": 32, "lr": 2e-3, "i2t_fraction": 0.25, "hybrid_fraction": 0.34,
               "unconditional_fraction": 0.0, "interleaved_fraction": 0.0, "factor_dropout": 0.0,
               "augment_prob": 0.0, "augment_copies": 0}
-"""The shipped LMM's pretraining recipe (``python -m drclib.train backbone`` defaults; the
-scaling study uses it at every K). See RESULTS.md section 1 for what each part changed."""
+"""The plain pretraining recipe (``python -m drclib.train backbone`` defaults; the scaling study
+uses it at every K, and it made the kit's LMM until 2026-12-07, now ``data/checkpoints/plain/lmm``).
+The shipped LMM, the composing one, is 6,000 steps of it with ``--augment 0.9 --copies 16`` (two
+runs), then 600 plain steps at ``--lr 5e-4 --warmup 30`` (:func:`drclib.reproduce.training_steps`
+chains them; its card lists the three commands). See RESULTS.md section 1 for what each part changed."""
 
 
 class SequenceBuilder:
