@@ -236,6 +236,13 @@ def test_shipped_lmm_reproduces_its_card(which):
     got = evaluate_text_to_image(lmm, vt.load_default(), *judges.load_judges(stickers), stickers, cells)
     for k in ("style_acc", "emoji_top1", "both"):      # greedy decoding: equal up to float noise
         assert abs(got[k] - probe[k]) <= 0.05, (k, got[k], probe[k])
+    if which == "shipped":                              # the drawings the rates come from, one per cell
+        tok, (style_clf, emoji_clf) = vt.load_default(), judges.load_judges(stickers)
+        drawn = judges.draw_cells(lmm, tok, stickers, cells[:3])
+        assert drawn.shape == (3, 3, 32, 32) and 0 <= drawn.min() and drawn.max() <= 1
+        rates = judges.classify_rates(style_clf, emoji_clf, drawn, cells[:3, 0], cells[:3, 1])
+        scored = evaluate_text_to_image(lmm, tok, style_clf, emoji_clf, stickers, cells[:3])
+        assert all(scored[k] == pytest.approx(float(rates[k])) for k in ("style_acc", "emoji_top1", "both"))
 
 
 def test_lora_starts_as_identity_saves_and_loads(tiny_stickers, tmp_path):

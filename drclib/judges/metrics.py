@@ -297,11 +297,10 @@ def fid(model: StickerClassifier, images_a: torch.Tensor, images_b: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
-                           batch_size: int = 64, greedy: bool = True, seed: int = 0,
-                           guidance_scale: float = 0.0) -> dict:
-    """Generate ``a sticker of <name> in <style> style`` for every cell and classify the decoded
-    images: the rate with the asked style, the asked emoji (top-1, top-5) and both.
+def draw_cells(lmm: PocketLMM, tokenizer, stickers, cells, *, batch_size: int = 64, greedy: bool = True,
+               seed: int = 0, guidance_scale: float = 0.0) -> torch.Tensor:
+    """The LMM's drawing of each (style, emoji) cell from words, ``a sticker of <name> in <style>
+    style``, decoded by ``tokenizer``: ``[len(cells), 3, H, W]`` in [0, 1], on the CPU.
     ``guidance_scale`` > 0 guides each drawing away from its caption without the style
     (``a sticker of <name>``; :meth:`PocketLMM.generate_images`), towards the asked style."""
     cells = np.asarray(cells)
@@ -313,7 +312,17 @@ def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stic
                   "guidance_scale": guidance_scale} if guidance_scale > 0 else {})
         codes = lmm.generate_images(prompts, greedy=greedy, seed=seed + i, **guide)
         images.append(tokenizer.decode(codes.to(tokenizer.device)).cpu())
-    images = torch.cat(images)
+    return torch.cat(images)
+
+
+def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
+                           batch_size: int = 64, greedy: bool = True, seed: int = 0,
+                           guidance_scale: float = 0.0) -> dict:
+    """Draw every cell from words (:func:`draw_cells`) and classify the drawings: the rate with
+    the asked style, the asked emoji (top-1, top-5) and both."""
+    cells = np.asarray(cells)
+    images = draw_cells(lmm, tokenizer, stickers, cells, batch_size=batch_size, greedy=greedy, seed=seed,
+                        guidance_scale=guidance_scale)
     rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),
                            torch.from_numpy(cells[:, 1]))
     return {k: float(v) for k, v in rates.items()} | {"n_cells": int(len(cells))}
