@@ -81,9 +81,9 @@ class DRCConfig:
     """Longest history the mask generator's image-index embedding covers."""
     z_norm: float = 1.0
     """Initial length of each latent token. z is layer-normalised with a learnable gain that
-    starts here, about the length of the LMM's word embeddings (their mean norm: 0.8 for the plain
-    LMM it was set on, 1.4 for the composing LMM shipped now, which kept 1.0); without it the fusion
-    network's tokens start ten times longer than any word the LMM knows."""
+    starts here, about the length of the LMM's word embeddings (set on the plain LMM and kept
+    for the composing LMM shipped now); without it the fusion network's tokens
+    start ten times longer than any word the LMM knows."""
 
     def __post_init__(self):
         if self.tower not in TOWERS:
