@@ -18,9 +18,8 @@ For the plain LMM and for each candidate, one row:
   ``benchmarks/heldout_fix.py``'s :func:`pilot`). The plain row reads the ``stage1_drc``
   entry of section 5's evaluation of the plain kit (``data/results/evaluation_plain_lmm``); Pigeon's entry stands beside them.
 
-Each candidate's evaluation (its ``evaluation.json`` and kept images) is copied next to ``--out``,
-into ``<out without .json>/<name>/``, so that notebook 07 can show the held-out outputs of the
-candidate named by ``--show`` (default: the first), the one shipped as the kit's default.
+``--show`` names the candidate shipped as the kit's LMM (default: the first), whose row notebook 07
+sets beside the plain one (its images are the shipped evaluation's, ``data/results/evaluation_full``).
 
 
 The candidates of this study (the 2-core AMD EPYC with AVX-512-bf16, one thread a job, two jobs
@@ -62,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -119,19 +117,12 @@ def plain_row() -> dict:
             "splits": pick("stage1_drc"), "pigeon": pick("pigeon")}
 
 
-def candidate_row(name: str, lmm: Path, stage1: Path, work: Path, images: Path, threads: int) -> dict:
-    """One candidate: its LMM's and stage 1's cards and section 5's protocol on its stage 1; the
-    evaluation's JSON and kept images copied to ``images/<name>``."""
+def candidate_row(name: str, lmm: Path, stage1: Path, work: Path, threads: int) -> dict:
+    """One candidate: its LMM's and stage 1's cards and section 5's protocol on its stage 1."""
     from heldout_fix import pilot
 
-    scored = pilot(name, lmm, stage1, work, threads)
-    src = Path(scored["evaluation_dir"])
-    dst = images / name.replace(" ", "_")
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in ("evaluation.json", "images_sample.npz", "images_heldout.npz"):
-        shutil.copy2(src / f, dst / f)
-    return {"lmm": lmm_row(lmm), "stage1": stage1_row(stage1), "splits": scored["splits"],
-            "evaluation_dir": _shown(dst)}
+    return {"lmm": lmm_row(lmm), "stage1": stage1_row(stage1),
+            "splits": pilot(name, lmm, stage1, work, threads)["splits"]}
 
 
 def print_row(name: str, r: dict) -> None:
@@ -145,7 +136,7 @@ def print_row(name: str, r: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--candidate", action="append", default=[], help="NAME=LMM_FOLDER:STAGE1_FOLDER")
-    p.add_argument("--show", default=None, help="the candidate notebook 07 shows (default: the first)")
+    p.add_argument("--show", default=None, help="the candidate shipped as the kit's LMM (default: the first)")
     p.add_argument("--work", default="runs/composing_lmm")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="data/results/composing_lmm.json")
@@ -163,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--show {args.show!r} names no --candidate (have: {[w[0] for w in wanted]})")
     print_row("plain", out["plain"])
     for name, lmm, stage1 in wanted:
-        r = out["candidates"][name] = candidate_row(name, lmm, stage1, in_repo(args.work), out_path.with_suffix(""),
-                                                    args.threads)
+        r = out["candidates"][name] = candidate_row(name, lmm, stage1, in_repo(args.work), args.threads)
         print_row(name, r)
     if wanted:
         out["shown"] = args.show or wanted[0][0]

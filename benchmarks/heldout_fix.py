@@ -101,7 +101,7 @@ def pilot(name: str, lmm: Path, stage1: Path, work: Path, threads: int) -> dict:
                    stdout=subprocess.DEVNULL)
     results = read_json(out / "evaluation.json")
     card = read_json(stage1 / "config.json")["extra"]["evaluation"]["swap"]
-    return {"lmm": str(lmm), "stage1": str(stage1), "evaluation_dir": str(out),
+    return {"lmm": str(lmm), "stage1": str(stage1),
             "splits": {s: {"n": e["stage1_drc"]["n"], **e["stage1_drc"]["ground_truth"]}
                        for s, e in results["splits"].items()},
             "swap": {kind: card[kind]["self"] for kind in ("train", "heldout")}}
