@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from drclib.data.stickers import StickerSet
-from drclib.judges.metrics import rate_table  # noqa: F401  (the notebooks' rate tables, with standard errors)
+from drclib.judges.metrics import rate_grid, rate_table  # noqa: F401  (the notebooks' rate tables, with standard errors)
 
 
 def caption(text: str) -> None:

@@ -96,6 +96,17 @@ def test_rate_table_puts_a_standard_error_beside_every_rate():
     assert lines[3] == "| *copy* | n/a | 0.000 ± 0.000 |"
 
 
+def test_rate_grid_takes_each_cells_own_sample_count():
+    rows = {"LMM": {"training cells": (0.5, 100), "held-out": (0.5, 25)},
+            "other": {"training cells": (None, 100), "held-out": (0.0, 25)}}
+    lines = viz.rate_grid(rows, first="both").splitlines()
+    assert lines[0] == "| both | training cells | held-out |" and lines[1] == "|---|---|---|"
+    assert lines[2] == "| LMM | 0.500 ± 0.050 | 0.500 ± 0.100 |"      # the same rate, its own n
+    assert lines[3] == "| other | n/a | 0.000 ± 0.000 |"
+    with pytest.raises(ValueError, match="at least one row"):
+        viz.rate_grid({})
+
+
 def test_plot_runs_draws_every_run_on_one_axes():
     h = {"step": [1, 2, 3], "l_a": [3.0, 2.0, 1.0], "l_b": [3.0, 2.5, 2.0]}
     fig = viz.plot_runs({"IS": h, "uniform": h}, ["l_a", "l_b"], labels={"l_a": "z(a,a)"})

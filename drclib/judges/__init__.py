@@ -66,6 +66,7 @@ from drclib.judges.metrics import (
                                       gram_matrix,
                                       personalization_rates,
                                       rate_se,
+                                      rate_grid,
                                       rate_table,
                                       style_grams,
                                       style_sim,
@@ -73,4 +74,4 @@ from drclib.judges.metrics import (
                                       style_sim_to_history,
 )
 
-__all__ = ["main", "TARGETS", "DEFAULT_NAMES", "StickerClassifierConfig", "StickerClassifier", "default_config", "train_classifier", "evaluate_classifier", "default_checkpoint_dir", "train_command", "load_default", "load_judges", "DEFAULT_EPOCHS", "DEFAULT_LR", "classify_rates", "personalization_rates", "gram_matrix", "STYLE_LAYERS", "STYLE_SIM_SCALE", "style_grams", "style_sim_from_grams", "style_sim", "style_sim_to_history", "frechet_distance", "extract_features", "fid", "rate_se", "diff_se", "format_rate", "rate_table", "evaluate_text_to_image", "draw_cells", "torch_hub_dir", "hf_hub_cache", "BackendInfo", "ClipScorer", "DinoScorer", "LpipsScorer", "InceptionFeatures", "CLIP_MODEL", "CLIP_PRETRAINED", "CLIP_HF_REPO", "DINO_REPO", "VGG16_FILE", "INCEPTION_FILE", "find_clip_weights", "load_clip", "find_dino_weights", "load_dino", "find_torchvision_weights", "load_lpips", "load_inception", "BACKENDS", "LOADERS", "available_backends", "METRIC_BACKENDS", "metric_columns"]
+__all__ = ["main", "TARGETS", "DEFAULT_NAMES", "StickerClassifierConfig", "StickerClassifier", "default_config", "train_classifier", "evaluate_classifier", "default_checkpoint_dir", "train_command", "load_default", "load_judges", "DEFAULT_EPOCHS", "DEFAULT_LR", "classify_rates", "personalization_rates", "gram_matrix", "STYLE_LAYERS", "STYLE_SIM_SCALE", "style_grams", "style_sim_from_grams", "style_sim", "style_sim_to_history", "frechet_distance", "extract_features", "fid", "rate_se", "diff_se", "format_rate", "rate_grid", "rate_table", "evaluate_text_to_image", "draw_cells", "torch_hub_dir", "hf_hub_cache", "BackendInfo", "ClipScorer", "DinoScorer", "LpipsScorer", "InceptionFeatures", "CLIP_MODEL", "CLIP_PRETRAINED", "CLIP_HF_REPO", "DINO_REPO", "VGG16_FILE", "INCEPTION_FILE", "find_clip_weights", "load_clip", "find_dino_weights", "load_dino", "find_torchvision_weights", "load_lpips", "load_inception", "BACKENDS", "LOADERS", "available_backends", "METRIC_BACKENDS", "metric_columns"]

@@ -57,6 +57,22 @@ def rate_table(rows: dict, columns: Sequence[tuple[str, str]], *, first: str = "
     return "\n".join(lines)
 
 
+def rate_grid(rows: dict, *, first: str = "") -> str:
+    """A markdown table whose every cell carries its own sample count: ``rows`` is
+    ``{label: {column title: (rate, n)}}``, the columns those of the first row, in its order; each
+    cell ``0.350 ± 0.034``, a missing or ``None`` rate n/a. For rates over different sets side by
+    side (an LMM's training and held-out cells, or one method in two evaluations), where
+    :func:`rate_table`'s one ``n`` per row does not fit."""
+    if not rows:
+        raise ValueError("rate_grid needs at least one row")
+    titles = list(next(iter(rows.values())))
+    lines = [f"| {first} | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    for label, r in rows.items():
+        cells = [format_rate(*r[t]) if r.get(t) is not None and r[t][0] is not None else "n/a" for t in titles]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _rates(style_pred, emoji_top, style_labels, emoji_labels) -> dict[str, float]:
     out = {}
     if style_pred is not None:
