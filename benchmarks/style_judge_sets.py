@@ -3,12 +3,18 @@ measured against (prints figures and writes a JSON; not a test).
 
     python benchmarks/style_judge_sets.py [--concepts core] [--threads 2]
                                           [--out data/results/style_judge_sets.json]
+                                          [--judge NAME=FOLDER ...]
 
 The judge's card (``data/checkpoints/style_classifier``) gives its accuracy on the held-out cells
 of the whole array; RESULTS section 1 compares the encoder's style probe and the style ceiling
 (the judge on tokenizer round trips) on ``core``'s held-out cells, so this measures the judge on
 exactly those cells, real stickers and their round trip through the shipped tokenizer, each
 rate with its binomial standard error (:func:`drclib.judges.metrics.rate_se`).
+
+``--judge NAME=FOLDER`` scores other style classifiers (``python -m drclib.judges train --target
+style --out FOLDER ...``) on the same cells and round trips, under ``alternatives`` in the JSON,
+with its card's command, time and accuracies (``training_info``): whether a better judge, not a
+sharper tokenizer, is what the style ceiling lacks. The shipped judge stays the kit's yardstick.
 """
 
 from __future__ import annotations
@@ -26,13 +32,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concepts", nargs="+", default=["core"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="data/results/style_judge_sets.json")
+    p.add_argument("--judge", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="other style classifiers to score on the same cells")
     args = p.parse_args(argv)
+    others = {}
+    for item in args.judge:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            p.error(f"--judge takes NAME=FOLDER, got {item!r}")
+        others[name] = folder
     torch.set_num_threads(args.threads)
 
     from drclib.backbone import tokenizer as tok_mod
     from drclib.data import StickerSet, heldout_cells
     from drclib.io import write_json
-    from drclib.judges import evaluate_classifier, load_default
+    from drclib.judges import StickerClassifier, evaluate_classifier, load_default
     from drclib.judges.metrics import rate_se
     from drclib.runtime import describe_machine, pick_device
 
@@ -40,18 +54,41 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     judge, tokenizer = load_default("style_classifier", device).eval(), tok_mod.load_default()
     out = {"command": "python benchmarks/style_judge_sets.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "machine": describe_machine(device), "sets": {}}
-    for name in args.concepts:
-        stickers = StickerSet.load(concepts=name)
-        cells = np.argwhere(heldout_cells(stickers))
-        entry = {"n": int(len(cells))}
-        for view, through in (("real", None), ("round trip", tokenizer.reconstruct)):
-            acc = evaluate_classifier(judge, stickers, cells, through=through)["acc"]
-            entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
-        out["sets"][name] = entry
-        print(f"{name}: {len(cells)} held-out cells; style judge on real stickers {entry['real']['style_acc']:.3f} ± "
-              f"{entry['real']['se']:.3f}, on their round trip {entry['round trip']['style_acc']:.3f} ± "
-              f"{entry['round trip']['se']:.3f}")
+           "machine": describe_machine(device)}
+
+    def score(judge) -> dict:
+        sets = {}
+        for name in args.concepts:
+            stickers = StickerSet.load(concepts=name)
+            cells = np.argwhere(heldout_cells(stickers))
+            entry = {"n": int(len(cells))}
+            for view, through in (("real", None), ("round trip", tokenizer.reconstruct)):
+                acc = evaluate_classifier(judge, stickers, cells, through=through)["acc"]
+                entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
+            sets[name] = entry
+        return sets
+
+    def show(who: str, sets: dict) -> None:
+        for name, e in sets.items():
+            print(f"{who}, {name}: {e['n']} held-out cells; style judge on real stickers {e['real']['style_acc']:.3f} ± "
+                  f"{e['real']['se']:.3f}, on their round trip {e['round trip']['style_acc']:.3f} ± "
+                  f"{e['round trip']['se']:.3f}")
+
+    def card(model) -> dict:
+        """What ``drclib.judges train`` measured and recorded with the weights (``training_info``)."""
+        info = model.training_info
+        row = {k: info.get(k) for k in ("command", "train_time_s", "machine", "params")}
+        row.update({k: info.get(k, {}).get("acc") for k in ("train_cells", "heldout", "heldout_reconstructed")})
+        return row
+
+    out["card"], out["sets"] = card(judge), score(judge)
+    show("shipped judge", out["sets"])
+    if others:
+        out["alternatives"] = {}
+    for who, folder in others.items():
+        alt = StickerClassifier.from_pretrained(folder, device=device).eval()
+        out["alternatives"][who] = {"folder": folder, "card": card(alt), "sets": score(alt)}
+        show(who, out["alternatives"][who]["sets"])
     out["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     write_json(args.out, out)
     print(f"wrote {args.out}")

@@ -382,6 +382,24 @@ def test_cli_train_writes_checkpoint_with_card(monkeypatch, tmp_path, tiny_stick
     assert "heldout" in capsys.readouterr().out
 
 
+def test_cli_train_takes_the_share_of_reconstructions(monkeypatch, tmp_path, tiny_stickers):
+    from drclib.data import stickers as stickers_mod
+    from drclib.judges import cli
+
+    monkeypatch.setattr(stickers_mod.StickerSet, "load", classmethod(lambda cls, *a, **k: tiny_stickers))
+    seen = []
+    monkeypatch.setattr(cli, "_tokenizer_reconstructor", lambda args: lambda x: seen.append(len(x)) or x.clamp(0.05, 0.95))
+    out = tmp_path / "style_rt"
+    assert M.main(["train", "--target", "style", "--epochs", "1", "--widths", "8", "--threads", "1", "--out", str(out),
+                   "--quiet", "--with-reconstructions", "--reconstruct-prob", "1.0"]) == 0
+    assert seen and "all of the training images replaced by their reconstruction" in (out / "README.md").read_text()
+    assert "--reconstruct-prob 1.0" in M.StickerClassifier.from_pretrained(out).training_info["command"]
+    with pytest.raises(ValueError, match="reconstruct_prob"):
+        M.main(["train", "--target", "style", "--epochs", "1", "--widths", "8", "--threads", "1",
+                "--out", str(tmp_path / "bad"), "--quiet", "--with-reconstructions", "--reconstruct-prob", "2"])
+    assert not (tmp_path / "bad").exists()                # nothing half-written
+
+
 def test_training_on_reconstructions_calls_the_reconstructor(tiny_stickers):
     cfg = M.StickerClassifierConfig(num_classes=6, target="style", widths=(8,), dropout=0.0)
     seen = []

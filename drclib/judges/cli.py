@@ -56,8 +56,8 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
         f"- {args.epochs} epochs, batch {args.batch_size}, AdamW (lr {args.lr}, one-cycle, weight decay 5e-4), "
         f"label smoothing 0.1, seed {args.seed}; augmentation `drclib.data.images.augment` "
         f"({'with' if target == 'emoji' else 'without'} colour jitter)"
-        + ("; half of the training images replaced by their reconstruction through the shipped tokenizer"
-           if metrics.get("with_reconstructions") else "") + ".",
+        + (f"; {_share(getattr(args, 'reconstruct_prob', 0.5))} of the training images replaced by their reconstruction through "
+           "the shipped tokenizer" if metrics.get("with_reconstructions") else "") + ".",
         f"- training time: {metrics['train_time_s']:.0f} s wall clock, {metrics['train_cpu_s']:.0f} s of CPU "
         f"time, on {metrics['machine']}.",
         *([f"- note: {metrics['note']}"] if metrics.get("note") else []),
@@ -79,6 +79,10 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
             f"{k} {v:.3f}" for k, v in metrics["heldout_per_style"].items()) + "."]
     lines += ["", "Measured by the fp16 weights as saved (reloaded as float32).", ""]
     return "\n".join(lines)
+
+
+def _share(p: float) -> str:
+    return "half" if p == 0.5 else "all" if p == 1.0 else f"a share {p:g}"
 
 
 def _tokenizer_reconstructor(args):
@@ -105,7 +109,8 @@ def _cli_train(args) -> int:
     model, hist = train_classifier(stickers, args.target, epochs=args.epochs, batch_size=args.batch_size,
                                    lr=args.lr, seed=args.seed, device=args.device, progress=not args.quiet,
                                    config=config, augment_strength=args.augment_strength,
-                                   reconstructor=_tokenizer_reconstructor(args))
+                                   reconstructor=_tokenizer_reconstructor(args),
+                                   reconstruct_prob=getattr(args, "reconstruct_prob", 0.5))
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     out = Path(args.out)
     tmp_model = model.to("cpu")
@@ -165,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--with-reconstructions", action="store_true",
                    help="also train on the shipped tokenizer's reconstructions (half the images), so the "
                         "classifier judges decoded, generated stickers well")
+    t.add_argument("--reconstruct-prob", type=float, default=0.5,
+                   help="with --with-reconstructions: the share of training images replaced by their "
+                        "reconstruction (0.5 default, as the shipped judge; 1.0 trains on round trips only)")
     t.add_argument("--augment-strength", type=float, default=1.0,
                    help="scale of the augmentation (1.0 default; lower keeps more of the pixels)")
     t.add_argument("--note", default="", help="a line for the model card (e.g. about machine load)")
