@@ -56,7 +56,7 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
         f"- {args.epochs} epochs, batch {args.batch_size}, AdamW (lr {args.lr}, one-cycle, weight decay 5e-4), "
         f"label smoothing 0.1, seed {args.seed}; augmentation `drclib.data.images.augment` "
         f"({'with' if target == 'emoji' else 'without'} colour jitter)"
-        + (f"; {_share(getattr(args, 'reconstruct_prob', 0.5))} of the training images replaced by their reconstruction through "
+        + (f"; {_share(args.reconstruct_prob)} of the training images replaced by their reconstruction through "
            "the shipped tokenizer" if metrics.get("with_reconstructions") else "") + ".",
         f"- training time: {metrics['train_time_s']:.0f} s wall clock, {metrics['train_cpu_s']:.0f} s of CPU "
         f"time, on {metrics['machine']}.",
@@ -82,6 +82,7 @@ def _card(target: str, command: str, config: StickerClassifierConfig, metrics: d
 
 
 def _share(p: float) -> str:
+    """The share of images replaced by their round trip, in words for the card."""
     return "half" if p == 0.5 else "all" if p == 1.0 else f"a share {p:g}"
 
 
@@ -110,7 +111,7 @@ def _cli_train(args) -> int:
                                    lr=args.lr, seed=args.seed, device=args.device, progress=not args.quiet,
                                    config=config, augment_strength=args.augment_strength,
                                    reconstructor=_tokenizer_reconstructor(args),
-                                   reconstruct_prob=getattr(args, "reconstruct_prob", 0.5))
+                                   reconstruct_prob=args.reconstruct_prob)
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     out = Path(args.out)
     tmp_model = model.to("cpu")
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--widths", default=None, help="channels per stage, e.g. 32,64,128,256 (default: the shipped shape)")
     t.add_argument("--with-reconstructions", action="store_true",
-                   help="also train on the shipped tokenizer's reconstructions (half the images), so the "
+                   help="also train on the shipped tokenizer's reconstructions (--reconstruct-prob of the images), so the "
                         "classifier judges decoded, generated stickers well")
     t.add_argument("--reconstruct-prob", type=float, default=0.5,
                    help="with --with-reconstructions: the share of training images replaced by their "
