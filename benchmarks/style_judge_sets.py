@@ -4,6 +4,7 @@ measured against (prints figures and writes a JSON; not a test).
     python benchmarks/style_judge_sets.py [--concepts core] [--threads 2]
                                           [--out data/results/style_judge_sets.json]
                                           [--judge NAME=FOLDER ...]
+                                          [--tokenizer NAME=FOLDER ...]
 
 The judge's card (``data/checkpoints/style_classifier``) gives its accuracy on the held-out cells
 of the whole array; RESULTS section 1 compares the encoder's style probe and the style ceiling
@@ -15,6 +16,10 @@ rate with its binomial standard error (:func:`drclib.judges.metrics.rate_se`).
 style --out FOLDER ...``) on the same cells and round trips, under ``alternatives`` in the JSON,
 with its card's command, time and accuracies (``training_info``): whether a better judge, not a
 sharper tokenizer, is what the style ceiling lacks. The shipped judge stays the kit's yardstick.
+``--tokenizer NAME=FOLDER`` has every judge read the round trips of other tokenizers
+(``python -m drclib.backbone.tokenizer --out FOLDER ...``, e.g. with ``--codebook-size``), under
+``tokenizers`` with each one's command, codebook and held-out PSNR: whether more codes keep more
+style.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+from _kit import in_repo, named_paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="data/results/style_judge_sets.json")
     p.add_argument("--judge", nargs="*", default=[], metavar="NAME=FOLDER",
                    help="other style classifiers to score on the same cells")
+    p.add_argument("--tokenizer", nargs="*", default=[], metavar="NAME=FOLDER",
+                   help="other visual tokenizers whose round trips every judge reads")
     args = p.parse_args(argv)
-    others = {}
-    for item in args.judge:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            p.error(f"--judge takes NAME=FOLDER, got {item!r}")
-        others[name] = folder
+    others, tokenizers = named_paths(args.judge, "--judge"), named_paths(args.tokenizer, "--tokenizer")
     torch.set_num_threads(args.threads)
 
     from drclib.backbone import tokenizer as tok_mod
@@ -56,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     out = {"command": "python benchmarks/style_judge_sets.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": describe_machine(device)}
 
-    def score(judge) -> dict:
+    def score(judge, tok=tokenizer) -> dict:
         sets = {}
         for name in args.concepts:
             stickers = StickerSet.load(concepts=name)
             cells = np.argwhere(heldout_cells(stickers))
             entry = {"n": int(len(cells))}
-            for view, through in (("real", None), ("round trip", tokenizer.reconstruct)):
+            for view, through in (("real", None), ("round trip", tok.reconstruct)):
                 acc = evaluate_classifier(judge, stickers, cells, through=through)["acc"]
                 entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
             sets[name] = entry
@@ -81,14 +84,30 @@ def main(argv: list[str] | None = None) -> int:
         row.update({k: info.get(k, {}).get("acc") for k in ("train_cells", "heldout", "heldout_reconstructed")})
         return row
 
+    def tok_card(tok) -> dict:
+        """A tokenizer's command, codebook and held-out PSNR, as its training recorded them."""
+        info = tok.training_info
+        return {"command": info.get("training", {}).get("command"), "codebook_size": tok.codebook_size,
+                "heldout_psnr": info.get("metrics", {}).get("heldout", {}).get("psnr"),
+                "seconds": info.get("training", {}).get("seconds")}
+
     out["card"], out["sets"] = card(judge), score(judge)
     show("shipped judge", out["sets"])
+    judges = {"shipped judge": judge}
     if others:
         out["alternatives"] = {}
     for who, folder in others.items():
-        alt = StickerClassifier.from_pretrained(folder, device=device).eval()
-        out["alternatives"][who] = {"folder": folder, "card": card(alt), "sets": score(alt)}
+        judges[who] = StickerClassifier.from_pretrained(in_repo(folder), device=device).eval()
+        out["alternatives"][who] = {"folder": str(folder), "card": card(judges[who]), "sets": score(judges[who])}
         show(who, out["alternatives"][who]["sets"])
+    if tokenizers:
+        out["tokenizers"] = {"shipped": tok_card(tokenizer)}
+    for name, folder in tokenizers.items():
+        tok = tok_mod.VisualTokenizer.from_pretrained(in_repo(folder), device=device).eval()
+        out["tokenizers"][name] = {"folder": str(folder), **tok_card(tok), "judges": {}}
+        for who, j in judges.items():
+            out["tokenizers"][name]["judges"][who] = score(j, tok)
+            show(f"{who}, tokenizer {name!r}", out["tokenizers"][name]["judges"][who])
     out["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     write_json(args.out, out)
     print(f"wrote {args.out}")

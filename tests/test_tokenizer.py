@@ -3,6 +3,7 @@ held-out cells, and the shipped checkpoint's score)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -214,14 +215,25 @@ def test_load_default_missing(monkeypatch, tmp_path):
 
 def test_cli_tiny(tmp_path, monkeypatch, tiny_stickers):
     monkeypatch.setattr(tkn.StickerSet, "load", classmethod(lambda cls, *a, **k: tiny_stickers))
-    real = tkn.train_tokenizer
-    monkeypatch.setattr(tkn, "train_tokenizer", lambda *a, **k: real(*a, config=TINY, **k))
+    real, asked = tkn.train_tokenizer, []
+
+    def tiny(*a, config, **k):                     # the tiny shape, with the codebook the command asked for
+        asked.append(config)
+        return real(*a, config=dataclasses.replace(TINY, codebook_size=config.codebook_size), **k)
+
+    monkeypatch.setattr(tkn, "train_tokenizer", tiny)
     assert tkn.main(["--max-steps", "2", "--batch-size", "16", "--threads", "1", "--no-progress",
                      "--out", str(tmp_path / "out")]) == 0
     card = (tmp_path / "out" / "README.md").read_text()
     assert "python -m drclib.backbone.tokenizer --max-steps 2" in card and "held-out" in card
     back = VisualTokenizer.from_pretrained(tmp_path / "out")
     assert set(back.training_info["metrics"]) >= {"train", "heldout", "probe_psnr"}
+    assert asked[0] == TokenizerConfig()                                    # the shipped shape by default
+    assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
+                     "--codebook-size", "48", "--out", str(tmp_path / "cb48")]) == 0
+    assert asked[1].codebook_size == 48 and VisualTokenizer.from_pretrained(tmp_path / "cb48").codebook_size == 48
+    with pytest.raises(ValueError, match="codebook_size"):
+        tkn.main(["--codebook-size", "1", "--out", str(tmp_path / "bad")])
 
 
 SHIPPED = tkn.default_checkpoint_dir()

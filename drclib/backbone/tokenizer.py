@@ -675,14 +675,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (use 1 when other jobs share the CPU)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--codebook-size", type=int, default=TokenizerConfig.codebook_size,
+                        help="codes in the codebook (a study; the kit's LMM and every later part read the shipped 256)")
+    parser.add_argument("--vq-embed-dim", type=int, default=TokenizerConfig.vq_embed_dim,
+                        help="numbers per code vector (a study, like --codebook-size)")
     args = parser.parse_args(argv)
+    config = TokenizerConfig(codebook_size=args.codebook_size, vq_embed_dim=args.vq_embed_dim)
     cmd = "python -m drclib.backbone.tokenizer " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)  # also for the evaluation after training
     stickers = StickerSet.load()
     t0 = time.perf_counter()
-    tok, hist = train_tokenizer(stickers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    tok, hist = train_tokenizer(stickers, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 seed=args.seed, device=args.device, progress=not args.no_progress,
                                 max_steps=args.max_steps, bf16=False if args.no_bf16 else None,
                                 threads=args.threads)
