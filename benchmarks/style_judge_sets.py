@@ -27,10 +27,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from _kit import in_repo, named_paths
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # the folder's shared helpers, when imported
+
+from _kit import in_repo, named_paths  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     out = {"command": "python benchmarks/style_judge_sets.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": describe_machine(device)}
 
-    def score(judge, tok=tokenizer) -> dict:
+    def score(clf, tok=tokenizer) -> dict:
         sets = {}
         for name in args.concepts:
             stickers = StickerSet.load(concepts=name)
             cells = np.argwhere(heldout_cells(stickers))
             entry = {"n": int(len(cells))}
             for view, through in (("real", None), ("round trip", tok.reconstruct)):
-                acc = evaluate_classifier(judge, stickers, cells, through=through)["acc"]
+                acc = evaluate_classifier(clf, stickers, cells, through=through)["acc"]
                 entry[view] = {"style_acc": acc, "se": rate_se(acc, len(cells)), "n": int(len(cells))}
             sets[name] = entry
         return sets

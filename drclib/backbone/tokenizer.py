@@ -676,7 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch threads (use 1 when other jobs share the CPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--codebook-size", type=int, default=TokenizerConfig.codebook_size,
-                        help="codes in the codebook (a study; the kit's LMM and every later part read the shipped 256)")
+                        help=f"codes in the codebook (a study: the kit's LMM and every later part read the shipped "
+                             f"{TokenizerConfig.codebook_size})")
     parser.add_argument("--vq-embed-dim", type=int, default=TokenizerConfig.vq_embed_dim,
                         help="numbers per code vector (a study, like --codebook-size)")
     args = parser.parse_args(argv)
