@@ -232,6 +232,9 @@ def test_cli_tiny(tmp_path, monkeypatch, tiny_stickers):
     assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
                      "--codebook-size", "48", "--out", str(tmp_path / "cb48")]) == 0
     assert asked[1].codebook_size == 48 and VisualTokenizer.from_pretrained(tmp_path / "cb48").codebook_size == 48
+    assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
+                     "--grid", "16", "--out", str(tmp_path / "g16")]) == 0
+    assert asked[2].tokens_per_image == 256 and asked[2].block_out_channels == TokenizerConfig().block_out_channels[:2]
     with pytest.raises(ValueError, match="codebook_size"):
         tkn.main(["--codebook-size", "1", "--out", str(tmp_path / "bad")])
 

@@ -680,8 +680,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{TokenizerConfig.codebook_size})")
     parser.add_argument("--vq-embed-dim", type=int, default=TokenizerConfig.vq_embed_dim,
                         help="numbers per code vector (a study, like --codebook-size)")
+    parser.add_argument("--grid", type=int, choices=(8, 16), default=TokenizerConfig.grid,
+                        help="codes per side (a study: 16 gives 256 codes of 2 x 2 pixels, the shipped blocks "
+                             "less the last downsampling one)")
     args = parser.parse_args(argv)
-    config = TokenizerConfig(codebook_size=args.codebook_size, vq_embed_dim=args.vq_embed_dim)
+    blocks = TokenizerConfig.block_out_channels[: int(math.log2(TokenizerConfig.image_size // args.grid)) + 1]
+    config = TokenizerConfig(codebook_size=args.codebook_size, vq_embed_dim=args.vq_embed_dim, grid=args.grid,
+                             block_out_channels=blocks)
     cmd = "python -m drclib.backbone.tokenizer " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
     if args.threads is not None:
