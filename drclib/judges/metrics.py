@@ -49,23 +49,20 @@ def rate_table(rows: dict, columns: Sequence[tuple[str, str]], *, first: str = "
     """A markdown table of rates, each cell ``0.350 ± 0.034`` (standard error from the row's
     ``n``): ``rows`` is ``{label: {column key: rate, ..., "n": samples}}``, ``columns`` a list of
     ``(key, title)``. Labels in ``italic`` (calibration rows) are set in italics; a missing rate is n/a."""
-    lines = [f"| {first} | " + " | ".join(t for _, t in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for label, r in rows.items():
-        cells = ["n/a" if r.get(k) is None else format_rate(r[k], r["n"]) for k, _ in columns]
-        name = f"*{label}*" if label in italic else str(label)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return rate_grid({(f"*{label}*" if label in italic else str(label)): {t: (r.get(k), r["n"]) for k, t in columns}
+                      for label, r in rows.items()}, first=first, titles=[t for _, t in columns])
 
 
-def rate_grid(rows: dict, *, first: str = "") -> str:
+def rate_grid(rows: dict, *, first: str = "", titles: Sequence[str] | None = None) -> str:
     """A markdown table whose every cell carries its own sample count: ``rows`` is
-    ``{label: {column title: (rate, n)}}``, the columns those of the first row, in its order; each
-    cell ``0.350 ± 0.034``, a missing or ``None`` rate n/a. For rates over different sets side by
-    side (an LMM's training and held-out cells, or one method in two evaluations), where
-    :func:`rate_table`'s one ``n`` per row does not fit."""
-    if not rows:
-        raise ValueError("rate_grid needs at least one row")
-    titles = list(next(iter(rows.values())))
+    ``{label: {column title: (rate, n)}}``, the columns ``titles`` (default: the first row's, in its
+    order); each cell ``0.350 ± 0.034``, a missing or ``None`` rate n/a. For rates over different
+    sets side by side (an LMM's training and held-out cells, or one method in two evaluations),
+    where :func:`rate_table`'s one ``n`` per row does not fit."""
+    if titles is None:
+        if not rows:
+            raise ValueError("rate_grid needs at least one row (or the column titles)")
+        titles = list(next(iter(rows.values())))
     lines = [f"| {first} | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
     for label, r in rows.items():
         cells = [format_rate(*r[t]) if r.get(t) is not None and r[t][0] is not None else "n/a" for t in titles]

@@ -60,14 +60,12 @@ class QuickRecipe:
 
 
 MARGINS = {"both_vs_pigeon": 0.30, "both_vs_concat": 0.30, "collapse_vs_pigeon": 0.04}
-"""How far apart the pooled rates must be for :func:`direction` to pass. Over five seeds on the
-shipped (composing) LMM (``benchmarks/quick_seeds.py``, RESULTS.md section 6, the fixed held-out
-split) the gaps were, smallest / mean / sd: DRC's "both" above Pigeon's 0.43 / 0.53 / 0.06, above
-w/o FusionNetwork's 0.45 / 0.52 / 0.06; Pigeon's collapse above DRC's 0.10 / 0.15 / 0.03 (on the
-plain LMM before it: 0.43 / 0.48 / 0.03, 0.43 / 0.49 / 0.06 and 0.18 / 0.21 / 0.02, when the collapse
-margin was 0.05). Each margin lies below the mean minus three standard deviations of its gap, so a
-correct kit fails it rarely, and well above zero, so a kit whose DRC stopped composing (or stopped
-resisting collapse) fails it."""
+"""How far apart the pooled rates must be for :func:`direction` to pass, chosen from the gaps
+over five seeds on the shipped LMM (``benchmarks/quick_seeds.py``; their smallest, mean and sd in
+``data/results/quick_seeds.json`` and RESULTS.md section 6, beside the plain LMM's, when the
+collapse margin was 0.05): each margin lies below the mean minus three standard deviations of its
+gap, so a correct kit fails it rarely, and well above zero, so a kit whose DRC stopped composing
+(or stopped resisting collapse) fails it."""
 
 
 def _pool(results: dict, row: str) -> dict:
