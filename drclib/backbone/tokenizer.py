@@ -16,7 +16,10 @@ Pieces
   ``||x - D(z_q)||^2 + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2`` (van den Oord et al.
   2017: reconstruction, codebook and commitment terms; straight-through gradient) and a
   dead-code restart: a code unused for a while is moved onto a random encoder output of the
-  current batch, which keeps nearly the whole codebook in use.
+  current batch, which keeps nearly the whole codebook in use. A study option,
+  ``style_weight``, adds a style objective beside reconstruction: a linear head reads the
+  artist from the mean code vector of the image and its cross-entropy joins the loss, so the
+  codes are asked to carry the style (RESULTS section 1, "The style ceiling").
 - :func:`psnr`, :func:`codebook_usage`, :func:`evaluate_tokenizer`: the numbers a student
   checks (reconstruction quality; how many codes are used; codebook perplexity).
 - :func:`default_checkpoint_dir`, :func:`load_default`: the shipped checkpoint in
@@ -276,7 +279,7 @@ class VisualTokenizer(Pretrained):
         recon_loss = F.mse_loss(recon, images)
         loss = recon_loss + codebook_loss + self.config.beta * commit_loss
         return dict(loss=loss, recon_loss=recon_loss, codebook_loss=codebook_loss, commit_loss=commit_loss,
-                    recon=recon, codes=codes, latents=z)
+                    recon=recon, codes=codes, latents=z, quantized=q_st)
 
     # -- public API
     @torch.no_grad()
@@ -435,7 +438,7 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
                     batch_size: int = 64, lr: float = 2e-3, seed: int = 0, device: str | torch.device = "auto",
                     progress: bool = True, exclude: np.ndarray | None = None, max_steps: int | None = None,
                     bf16: bool | None = None, restart_every: int = 10, restart_until: float = 0.8,
-                    log_every: int = 10, weight_decay: float = 0.0,
+                    log_every: int = 10, weight_decay: float = 0.0, style_weight: float = 0.0,
                     threads: int | None = None) -> tuple[VisualTokenizer, dict[str, list]]:
     """Train a :class:`VisualTokenizer` on every cell of ``stickers`` not in ``exclude``
     (default: :func:`drclib.data.heldout_cells`, which no training may use).
@@ -444,7 +447,10 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
     ``max_steps`` caps the steps (tests, the quick profile). Losses: reconstruction MSE +
     codebook + ``beta`` x commitment (see the module docstring). Every ``restart_every``
     steps, codes used less than once in ~20 batches (running count) are restarted on random
-    encoder outputs, until ``restart_until`` of the run. ``bf16`` (default: on for CPU and
+    encoder outputs, until ``restart_until`` of the run. ``style_weight`` > 0 adds
+    ``style_weight`` x the cross-entropy of a linear style head on the image's mean code vector
+    (straight-through, so it shapes the encoder and, through the codebook term, the codes; the
+    head is trained alongside and not saved). ``bf16`` (default: on for CPU and
     bf16-capable GPUs) runs encoder and decoder under bfloat16 autocast; the code search and
     losses stay float32. Deterministic for a given ``seed`` on a given machine. ``threads``
     sets ``torch.set_num_threads`` for the run (and restores it after): use 1 when other jobs
@@ -452,11 +458,14 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
     step 15-35x slower than 1 thread).
 
     Returns ``(tokenizer in eval mode, history)``; ``history`` holds lists (one entry every
-    ``log_every`` steps) ``step, epoch, seconds, loss, recon, codebook, commit, psnr, usage,
-    perplexity, restarted, lr``, plus ``n_train_images``.
+    ``log_every`` steps) ``step, epoch, seconds, loss, recon, codebook, commit, style, psnr, usage,
+    perplexity, restarted, lr`` (``style``: the style head's cross-entropy, 0 without it), plus
+    ``n_train_images``.
     """
     if epochs <= 0 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs > 0, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    if not style_weight >= 0:
+        raise ValueError(f"style_weight must be >= 0 (0: no style objective), got {style_weight}")
     dev = pick_device(device)
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -465,13 +474,13 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
         torch.set_num_threads(int(threads))
     try:
         return _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclude, max_steps, bf16,
-                      restart_every, restart_until, log_every, weight_decay)
+                      restart_every, restart_until, log_every, weight_decay, style_weight)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclude, max_steps, bf16,
-           restart_every, restart_until, log_every, weight_decay):
+           restart_every, restart_until, log_every, weight_decay, style_weight):
     from tqdm.auto import tqdm
 
     config = config or TokenizerConfig()
@@ -483,7 +492,12 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tok = VisualTokenizer(config)
+        head = torch.nn.Linear(config.vq_embed_dim, stickers.shape[0]) if style_weight else None
     tok.to(dev).train()
+    params = list(tok.parameters())
+    if head is not None:
+        head.to(dev)
+        params += list(head.parameters())
     use_bf16 = resolve_bf16(bf16, dev)
 
     steps_per_epoch = max(1, sum(1 for i in range(0, len(cells), batch_size)
@@ -492,16 +506,17 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     if max_steps is not None:
         total = max(1, min(total, int(max_steps)))
     warmup = min(100, max(1, total // 20))
-    opt = torch.optim.Adam(tok.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     K = config.codebook_size
     ema = torch.ones(K, dtype=torch.float64)  # running uses a batch; a new code counts as used once
     threshold = 0.05  # fewer than one use in ~20 batches: unused for about 30 steps
     history: dict[str, list] = {k: [] for k in ("step", "epoch", "seconds", "loss", "recon", "codebook",
-                                                "commit", "psnr", "usage", "perplexity", "restarted", "lr")}
+                                                "commit", "style", "psnr", "usage", "perplexity", "restarted",
+                                                "lr")}
     history["n_train_images"] = int(len(cells))
-    window: dict[str, list] = {k: [] for k in ("loss", "recon", "codebook", "commit", "psnr")}
+    window: dict[str, list] = {k: [] for k in ("loss", "recon", "codebook", "commit", "style", "psnr")}
     window_codes: list[torch.Tensor] = []
     restarted = 0
     step, t0 = 0, time.perf_counter()
@@ -509,13 +524,18 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     done = False
     epoch = 0
     while not done:
-        for _, x in iterate_batches(stickers, cells, batch_size, rng=rng):
+        for batch, x in iterate_batches(stickers, cells, batch_size, rng=rng):
             x = x.to(dev)
             if step == 0:  # start the codebook on encoder outputs (a random pick of the first batch)
                 with torch.no_grad():
                     z0 = tok._encode_latents(x).float()
                     _restart_dead_codes(tok, torch.zeros(K, dtype=torch.float64), z0, 1.0, gen)
             out = tok(x, bf16=use_bf16)
+            out["style_loss"] = torch.zeros(())
+            if head is not None:  # the study's style objective: the artist read from the mean code vector
+                styles = torch.as_tensor(batch[:, 0], device=dev)
+                out["style_loss"] = F.cross_entropy(head(out["quantized"].mean((2, 3))), styles)
+                out["loss"] = out["loss"] + style_weight * out["style_loss"]
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -528,7 +548,7 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
             with torch.no_grad():
                 window["psnr"].append(float(psnr(out["recon"].clamp(0, 1), x).mean()))
             for k, name in (("loss", "loss"), ("recon", "recon_loss"), ("codebook", "codebook_loss"),
-                            ("commit", "commit_loss")):
+                            ("commit", "commit_loss"), ("style", "style_loss")):
                 window[k].append(float(out[name].detach()))
             window_codes.append(out["codes"].detach().cpu())
             if step % log_every == 0 or step == total:
@@ -555,6 +575,7 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     history["train_seconds"] = time.perf_counter() - t0
     tok.eval()
     tok.training_info = dict(seed=seed, epochs=epochs, steps=step, batch_size=batch_size, lr=lr,
+                             style_weight=style_weight,
                              bf16=use_bf16, threads=torch.get_num_threads(), n_train_images=int(len(cells)))
     return tok, history
 
@@ -635,7 +656,8 @@ Load it with `drclib.backbone.tokenizer.load_default()` or `VisualTokenizer.from
   {hist.get('threads')} thread(s), torch {torch.__version__}, bf16 autocast: {hist.get('bf16')}
   (the machine has 2 cores; another job shared the CPU during the run).
 - Steps: {hist['steps']} of batch {hist['batch_size']} ({hist['epochs']} epochs), Adam lr {hist['lr']}
-  with warm-up and cosine decay, seed {hist['seed']}; dead-code restarts: {hist['restarted']}.
+  with warm-up and cosine decay, seed {hist['seed']}; dead-code restarts: {hist['restarted']}; style objective
+  weight {hist.get('style_weight', 0.0)} (0: reconstruction and the VQ terms only).
 - Data: `data/stickers_32px.npz`, every (style, emoji) cell except the {n_heldout} held-out cells
   of `drclib.data.heldout_cells` ({n_train} training images, all six styles).
 - Weights stored as float16 ({size_mb:.2f} MB); the metrics below are measured with these
@@ -683,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, choices=(8, 16), default=TokenizerConfig.grid,
                         help="codes per side (a study: 16 gives 256 codes of 2 x 2 pixels, the shipped blocks "
                              "less the last downsampling one)")
+    parser.add_argument("--style-weight", type=float, default=0.0,
+                        help="weight of a style objective beside reconstruction (a study; 0: none, as shipped)")
     args = parser.parse_args(argv)
     blocks = TokenizerConfig.block_out_channels[: int(math.log2(TokenizerConfig.image_size // args.grid)) + 1]
     config = TokenizerConfig(codebook_size=args.codebook_size, vq_embed_dim=args.vq_embed_dim, grid=args.grid,
@@ -696,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tok, hist = train_tokenizer(stickers, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 seed=args.seed, device=args.device, progress=not args.no_progress,
                                 max_steps=args.max_steps, bf16=False if args.no_bf16 else None,
-                                threads=args.threads)
+                                style_weight=args.style_weight, threads=args.threads)
     seconds = time.perf_counter() - t0
     tok = tok.cpu()
     with torch.no_grad():  # score the weights that ship: round them to float16 first
