@@ -164,6 +164,24 @@ def test_gradients_reach_the_encoder(tiny_stickers):
     assert float(tok.vq.decoder.conv_out.weight.grad.abs().sum()) > 0
 
 
+def test_style_objective_teaches_the_codes_the_artist(tiny_stickers):
+    """``style_weight``: a linear head reads the style from the mean code vector; its loss is logged,
+    falls as head and codes learn the artist, reaches the encoder, and is absent (0) at the shipped
+    default."""
+    exclude = np.ones(tiny_stickers.shape, bool)
+    exclude[:, :4] = False  # 24 images, every style
+    kw = dict(config=TINY, epochs=40, batch_size=24, lr=3e-3, seed=0, device="cpu", progress=False,
+              exclude=exclude, log_every=5, threads=1)
+    base, plain = train_tokenizer(tiny_stickers, **kw)
+    tok, hist = train_tokenizer(tiny_stickers, style_weight=1.0, **kw)
+    assert plain["style"] == [0.0] * len(plain["step"])
+    assert hist["style"][0] > 1.7 and hist["style"][-1] < hist["style"][0] - 0.15, hist["style"]  # ln 6 = 1.79
+    assert not torch.equal(base.vq.encoder.conv_in.weight, tok.vq.encoder.conv_in.weight)  # it shapes the encoder
+    assert tok.training_info["style_weight"] == 1.0 and not any("head" in n for n, _ in tok.named_parameters())
+    with pytest.raises(ValueError, match="style_weight"):
+        train_tokenizer(tiny_stickers, style_weight=-1.0, **kw)
+
+
 def test_training_excludes_heldout_cells(tiny_stickers, monkeypatch):
     held = heldout_cells(tiny_stickers)
     cells = training_cells(tiny_stickers)
@@ -235,6 +253,10 @@ def test_cli_tiny(tmp_path, monkeypatch, tiny_stickers):
     assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
                      "--grid", "16", "--out", str(tmp_path / "g16")]) == 0
     assert asked[2].tokens_per_image == 256 and asked[2].block_out_channels == TokenizerConfig().block_out_channels[:2]
+    assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
+                     "--style-weight", "0.5", "--out", str(tmp_path / "sw")]) == 0
+    assert "style objective\n  weight 0.5" in (tmp_path / "sw" / "README.md").read_text()
+    assert "weight 0.0 (0:" in card                                        # none by default
     with pytest.raises(ValueError, match="codebook_size"):
         tkn.main(["--codebook-size", "1", "--out", str(tmp_path / "bad")])
 
