@@ -19,7 +19,11 @@ sharper tokenizer, is what the style ceiling lacks. The shipped judge stays the 
 ``--tokenizer NAME=FOLDER`` has every judge read the round trips of other tokenizers
 (``python -m drclib.backbone.tokenizer --out FOLDER ...``, e.g. with ``--codebook-size``), under
 ``tokenizers`` with each one's command, codebook and held-out PSNR: whether more codes keep more
-style.
+style. Each tokenizer (the shipped one too) also gets ``codes_probe``: a linear style probe on its
+codes themselves, fitted on every training cell of the whole array and scored on its 685 held-out
+cells, read from the image's bag of codes (how often each code is used) and from its mean code
+vector (what ``--style-weight`` trains a head on): whether a tokenizer's codes hold the artist,
+apart from how its decoder draws them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # the folder's shared helpers, when imported
 
@@ -88,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         row.update({k: info.get(k, {}).get("acc") for k in ("train_cells", "heldout", "heldout_reconstructed")})
         return row
 
+    def codes_probe(tok) -> dict:
+        """Linear style probes on the tokenizer's codes (``drclib.backbone.encoder.linear_probe``)."""
+        from drclib.backbone.encoder import linear_probe
+        from drclib.data.stickers import to_tensor
+
+        stickers = StickerSet.load(concepts="all")
+        held = heldout_cells(stickers)
+        train, test = np.argwhere(~held), np.argwhere(held)
+        with torch.no_grad():
+            images = to_tensor(stickers.images).flatten(0, 1)
+            codes = torch.cat([tok.encode(images[i:i + 512]) for i in range(0, len(images), 512)]).cpu()
+        views = {"bag of codes": F.one_hot(codes, tok.codebook_size).float().mean(1),
+                 "mean code vector": tok.codebook.detach().cpu()[codes].mean(1)}
+        out = {}
+        for view, feats in views.items():
+            feats = feats.view(stickers.n_styles, stickers.n_emoji, -1)
+            r = linear_probe(feats[train[:, 0], train[:, 1]], torch.from_numpy(train[:, 0]),
+                             feats[test[:, 0], test[:, 1]], torch.from_numpy(test[:, 0]))
+            out[view] = {"style_acc": r["test_acc"], "se": rate_se(r["test_acc"], len(test)), "n": int(len(test)),
+                         "train_acc": r["train_acc"]}
+        print("codes probe, all: " + ", ".join(f"{v} {e['style_acc']:.3f} ± {e['se']:.3f}" for v, e in out.items()))
+        return out
+
     def tok_card(tok) -> dict:
         """A tokenizer's command, codebook and held-out PSNR, as its training recorded them."""
         info = tok.training_info
@@ -105,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         out["alternatives"][who] = {"folder": str(folder), "card": card(judges[who]), "sets": score(judges[who])}
         show(who, out["alternatives"][who]["sets"])
     if tokenizers:
-        out["tokenizers"] = {"shipped": tok_card(tokenizer)}
+        out["tokenizers"] = {"shipped": {**tok_card(tokenizer), "codes_probe": codes_probe(tokenizer)}}
     for name, folder in tokenizers.items():
         tok = tok_mod.VisualTokenizer.from_pretrained(in_repo(folder), device=device).eval()
-        out["tokenizers"][name] = {"folder": str(folder), **tok_card(tok), "judges": {}}
+        out["tokenizers"][name] = {"folder": str(folder), **tok_card(tok), "codes_probe": codes_probe(tok),
+                                   "judges": {}}
         for who, j in judges.items():
             out["tokenizers"][name]["judges"][who] = score(j, tok)
             show(f"{who}, tokenizer {name!r}", out["tokenizers"][name]["judges"][who])

@@ -929,7 +929,8 @@ def test_plain_lmm_pipeline_generates_and_says_when_absent(tmp_path, monkeypatch
 def test_style_judge_sets_reads_other_judges_and_tokenizers(tmp_path):
     """benchmarks/style_judge_sets.py: the shipped judge on `mini`'s held-out cells reproduces the
     recorded figures; another judge and another tokenizer are scored on the same cells, each
-    tokenizer's round trips by every judge; a malformed NAME=FOLDER is refused."""
+    tokenizer's round trips by every judge, and each tokenizer's codes by the linear style probes
+    (the shipped one's as recorded); a malformed NAME=FOLDER is refused."""
     import importlib.util
 
     from drclib.backbone.tokenizer import TokenizerConfig, VisualTokenizer
@@ -952,5 +953,9 @@ def test_style_judge_sets_reads_other_judges_and_tokenizers(tmp_path):
     assert got["alternatives"]["untrained"]["sets"]["mini"]["real"]["n"] == got["sets"]["mini"]["n"]
     assert set(got["tokenizers"]) == {"shipped", "untrained"} and got["tokenizers"]["untrained"]["codebook_size"] == 32
     assert set(got["tokenizers"]["untrained"]["judges"]) == {"shipped judge", "untrained"}
+    for view, e in recorded["tokenizers"]["shipped"]["codes_probe"].items():   # the shipped codes, probed again
+        assert got["tokenizers"]["shipped"]["codes_probe"][view]["style_acc"] == pytest.approx(e["style_acc"], abs=0.01)
+    probe = got["tokenizers"]["untrained"]["codes_probe"]
+    assert set(probe) == {"bag of codes", "mean code vector"} and probe["bag of codes"]["n"] == 685
     with pytest.raises(SystemExit, match="NAME=PATH"):
         mod.main(["--judge", "no-folder", "--out", str(out)])
