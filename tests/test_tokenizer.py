@@ -182,6 +182,27 @@ def test_style_objective_teaches_the_codes_the_artist(tiny_stickers):
         train_tokenizer(tiny_stickers, style_weight=-1.0, **kw)
 
 
+def test_decoder_of_redraws_the_same_codes(trained, tiny_stickers):
+    """``decoder_of``: only ``post_quant_conv`` and the decoder learn (here under the absolute pixel
+    error), so every image keeps its codes; the source tokenizer is left as it was."""
+    src, _, exclude = trained
+    before = {k: v.clone() for k, v in src.state_dict().items()}
+    kw = dict(epochs=10, batch_size=24, lr=3e-3, seed=1, device="cpu", progress=False, exclude=exclude, log_every=5,
+              threads=1)
+    tok, hist = train_tokenizer(tiny_stickers, decoder_of=src, recon="l1", **kw)
+    x = tiny_stickers.batch(np.argwhere(~exclude), as_torch=True)
+    assert torch.equal(tok.encode(x), src.encode(x)) and hist["restarted"][-1] == 0
+    new = tok.state_dict()
+    for k, v in before.items():
+        assert torch.equal(src.state_dict()[k], v)                                     # the source is untouched
+        assert torch.equal(new[k], v) != k.startswith(("vq.post_quant_conv.", "vq.decoder.")), k
+    assert tok.training_info["decoder_only"] and tok.training_info["recon"] == "l1"
+    with pytest.raises(ValueError, match="config=None"):
+        train_tokenizer(tiny_stickers, decoder_of=src, config=TINY, **kw)
+    with pytest.raises(ValueError, match="recon"):
+        train_tokenizer(tiny_stickers, recon="l2", **kw)
+
+
 def test_training_excludes_heldout_cells(tiny_stickers, monkeypatch):
     held = heldout_cells(tiny_stickers)
     cells = training_cells(tiny_stickers)
@@ -255,7 +276,7 @@ def test_cli_tiny(tmp_path, monkeypatch, tiny_stickers):
     assert asked[2].tokens_per_image == 256 and asked[2].block_out_channels == TokenizerConfig().block_out_channels[:2]
     assert tkn.main(["--max-steps", "1", "--batch-size", "16", "--threads", "1", "--no-progress",
                      "--style-weight", "0.5", "--out", str(tmp_path / "sw")]) == 0
-    assert "style objective\n  weight 0.5" in (tmp_path / "sw" / "README.md").read_text()
+    assert "style objective weight 0.5" in (tmp_path / "sw" / "README.md").read_text()
     assert "weight 0.0 (0:" in card                                        # none by default
     with pytest.raises(ValueError, match="codebook_size"):
         tkn.main(["--codebook-size", "1", "--out", str(tmp_path / "bad")])

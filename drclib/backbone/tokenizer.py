@@ -21,7 +21,10 @@ Pieces
   artist from the mean code vector of the image and its cross-entropy joins the loss, so the
   codes are asked to carry the style. Measured (RESULTS section 1, "The style ceiling"): the codes
   then name the artist, but they take it from the pixels, and the round trips' style reads no
-  better; the shipped tokenizer has no style objective.
+  better; the shipped tokenizer has no style objective. Another, ``decoder_of``, retrains only
+  the decoder of a trained tokenizer (its encoder and codebook kept, so every code keeps its
+  meaning), with the pixel error as squared (``recon="mse"``) or absolute (``"l1"``, sharper
+  edges): whether the same codes, drawn differently, show more style.
 - :func:`psnr`, :func:`codebook_usage`, :func:`evaluate_tokenizer`: the numbers a student
   checks (reconstruction quality; how many codes are used; codebook perplexity).
 - :func:`default_checkpoint_dir`, :func:`load_default`: the shipped checkpoint in
@@ -261,10 +264,11 @@ class VisualTokenizer(Pretrained):
         """Code vectors ``[B, D, grid, grid]`` -> images in about [0, 1] (not clamped)."""
         return (self.vq.decoder(self.vq.post_quant_conv(q)) + 1.0) / 2.0
 
-    def forward(self, images: torch.Tensor, *, bf16: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, *, bf16: bool = False, recon: str = "mse") -> dict[str, torch.Tensor]:
         """Training pass (inputs assumed checked): reconstruction, codes and the VQ losses.
         ``bf16`` runs encoder and decoder under bfloat16 autocast; the code search and the
-        losses are always float32."""
+        losses are always float32. ``recon``: the pixel error, squared (``"mse"``) or absolute
+        (``"l1"``)."""
         kind = images.device.type
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
             z = self._encode_latents(images)
@@ -278,7 +282,7 @@ class VisualTokenizer(Pretrained):
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
             recon = self._decode_quantized(q_st)
         recon = recon.float()
-        recon_loss = F.mse_loss(recon, images)
+        recon_loss = F.mse_loss(recon, images) if recon == "mse" else F.l1_loss(recon, images)
         loss = recon_loss + codebook_loss + self.config.beta * commit_loss
         return dict(loss=loss, recon_loss=recon_loss, codebook_loss=codebook_loss, commit_loss=commit_loss,
                     recon=recon, codes=codes, latents=z, quantized=q_st)
@@ -441,6 +445,7 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
                     progress: bool = True, exclude: np.ndarray | None = None, max_steps: int | None = None,
                     bf16: bool | None = None, restart_every: int = 10, restart_until: float = 0.8,
                     log_every: int = 10, weight_decay: float = 0.0, style_weight: float = 0.0,
+                    recon: str = "mse", decoder_of: VisualTokenizer | None = None,
                     threads: int | None = None) -> tuple[VisualTokenizer, dict[str, list]]:
     """Train a :class:`VisualTokenizer` on every cell of ``stickers`` not in ``exclude``
     (default: :func:`drclib.data.heldout_cells`, which no training may use).
@@ -452,7 +457,10 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
     encoder outputs, until ``restart_until`` of the run. ``style_weight`` > 0 adds
     ``style_weight`` x the cross-entropy of a linear style head on the image's mean code vector
     (straight-through, so it shapes the encoder and, through the codebook term, the codes; the
-    head is trained alongside and not saved). ``bf16`` (default: on for CPU and
+    head is trained alongside and not saved). ``recon`` is the pixel error, ``"mse"`` or ``"l1"``.
+    ``decoder_of`` (a trained tokenizer, left untouched) starts from a copy of it and trains only
+    ``post_quant_conv`` and the decoder: the encoder and codebook stay (no restarts), so the codes
+    are the same; ``config`` must then be None. ``bf16`` (default: on for CPU and
     bf16-capable GPUs) runs encoder and decoder under bfloat16 autocast; the code search and
     losses stay float32. Deterministic for a given ``seed`` on a given machine. ``threads``
     sets ``torch.set_num_threads`` for the run (and restores it after): use 1 when other jobs
@@ -468,6 +476,10 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
         raise ValueError(f"need epochs > 0, batch_size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
     if not style_weight >= 0:
         raise ValueError(f"style_weight must be >= 0 (0: no style objective), got {style_weight}")
+    if recon not in ("mse", "l1"):
+        raise ValueError(f"recon must be 'mse' or 'l1', got {recon!r}")
+    if decoder_of is not None and config is not None:
+        raise ValueError("decoder_of keeps that tokenizer's config: pass config=None")
     dev = pick_device(device)
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -476,16 +488,16 @@ def train_tokenizer(stickers: StickerSet, *, config: TokenizerConfig | None = No
         torch.set_num_threads(int(threads))
     try:
         return _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclude, max_steps, bf16,
-                      restart_every, restart_until, log_every, weight_decay, style_weight)
+                      restart_every, restart_until, log_every, weight_decay, style_weight, recon, decoder_of)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclude, max_steps, bf16,
-           restart_every, restart_until, log_every, weight_decay, style_weight):
+           restart_every, restart_until, log_every, weight_decay, style_weight, recon, decoder_of):
     from tqdm.auto import tqdm
 
-    config = config or TokenizerConfig()
+    config = decoder_of.config if decoder_of is not None else (config or TokenizerConfig())
     if stickers.image_size != config.image_size:
         raise ValueError(f"stickers are {stickers.image_size}px but the config expects {config.image_size}px")
     cells = training_cells(stickers, exclude)
@@ -495,8 +507,13 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
         torch.manual_seed(seed)
         tok = VisualTokenizer(config)
         head = torch.nn.Linear(config.vq_embed_dim, stickers.shape[0]) if style_weight else None
+    if decoder_of is not None:  # the same codes, drawn anew: only post_quant_conv and the decoder learn
+        tok.load_state_dict(decoder_of.state_dict())
+        for name, p in tok.named_parameters():
+            p.requires_grad_(name.startswith(("vq.post_quant_conv.", "vq.decoder.")))
+        restart_every = 0
     tok.to(dev).train()
-    params = list(tok.parameters())
+    params = [p for p in tok.parameters() if p.requires_grad]
     if head is not None:
         head.to(dev)
         params += list(head.parameters())
@@ -528,11 +545,11 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     while not done:
         for batch, x in iterate_batches(stickers, cells, batch_size, rng=rng):
             x = x.to(dev)
-            if step == 0:  # start the codebook on encoder outputs (a random pick of the first batch)
+            if step == 0 and decoder_of is None:  # start the codebook on encoder outputs (a random pick)
                 with torch.no_grad():
                     z0 = tok._encode_latents(x).float()
                     _restart_dead_codes(tok, torch.zeros(K, dtype=torch.float64), z0, 1.0, gen)
-            out = tok(x, bf16=use_bf16)
+            out = tok(x, bf16=use_bf16, recon=recon)
             out["style_loss"] = torch.zeros(())
             if head is not None:  # the study's style objective: the artist read from the mean code vector
                 styles = torch.as_tensor(batch[:, 0], device=dev)
@@ -577,7 +594,7 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
     history["train_seconds"] = time.perf_counter() - t0
     tok.eval()
     tok.training_info = dict(seed=seed, epochs=epochs, steps=step, batch_size=batch_size, lr=lr,
-                             style_weight=style_weight,
+                             style_weight=style_weight, recon=recon, decoder_only=decoder_of is not None,
                              bf16=use_bf16, threads=torch.get_num_threads(), n_train_images=int(len(cells)))
     return tok, history
 
@@ -658,8 +675,9 @@ Load it with `drclib.backbone.tokenizer.load_default()` or `VisualTokenizer.from
   {hist.get('threads')} thread(s), torch {torch.__version__}, bf16 autocast: {hist.get('bf16')}
   (the machine has 2 cores; another job shared the CPU during the run).
 - Steps: {hist['steps']} of batch {hist['batch_size']} ({hist['epochs']} epochs), Adam lr {hist['lr']}
-  with warm-up and cosine decay, seed {hist['seed']}; dead-code restarts: {hist['restarted']}; style objective
-  weight {hist.get('style_weight', 0.0)} (0: reconstruction and the VQ terms only).
+  with warm-up and cosine decay, seed {hist['seed']}; dead-code restarts: {hist['restarted']}; pixel error
+  {hist.get('recon', 'mse')}; style objective weight {hist.get('style_weight', 0.0)} (0: reconstruction and the VQ
+  terms only){'; only the decoder trained, encoder and codebook kept from `--decoder-of`' if hist.get('decoder_only') else ''}.
 - Data: `data/stickers_32px.npz`, every (style, emoji) cell except the {n_heldout} held-out cells
   of `drclib.data.heldout_cells` ({n_train} training images, all six styles).
 - Weights stored as float16 ({size_mb:.2f} MB); the metrics below are measured with these
@@ -709,6 +727,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "less the last downsampling one)")
     parser.add_argument("--style-weight", type=float, default=0.0,
                         help="weight of a style objective beside reconstruction (a study; 0: none, as shipped)")
+    parser.add_argument("--recon-loss", choices=("mse", "l1"), default="mse",
+                        help="the pixel error, squared (as shipped) or absolute (a study)")
+    parser.add_argument("--decoder-of", default=None, metavar="FOLDER",
+                        help="retrain only the decoder of this trained tokenizer, its codes kept (a study; the "
+                             "shape flags above are then its own)")
     args = parser.parse_args(argv)
     blocks = TokenizerConfig.block_out_channels[: int(math.log2(TokenizerConfig.image_size // args.grid)) + 1]
     config = TokenizerConfig(codebook_size=args.codebook_size, vq_embed_dim=args.vq_embed_dim, grid=args.grid,
@@ -719,10 +742,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)  # also for the evaluation after training
     stickers = StickerSet.load()
     t0 = time.perf_counter()
-    tok, hist = train_tokenizer(stickers, config=config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    decoder_of = VisualTokenizer.from_pretrained(args.decoder_of) if args.decoder_of else None
+    tok, hist = train_tokenizer(stickers, config=None if decoder_of else config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 seed=args.seed, device=args.device, progress=not args.no_progress,
                                 max_steps=args.max_steps, bf16=False if args.no_bf16 else None,
-                                style_weight=args.style_weight, threads=args.threads)
+                                style_weight=args.style_weight, recon=args.recon_loss, decoder_of=decoder_of,
+                                threads=args.threads)
     seconds = time.perf_counter() - t0
     tok = tok.cpu()
     with torch.no_grad():  # score the weights that ship: round them to float16 first
