@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from drclib.backbone import tokenizer as tkn
 from drclib.checkpoint import CheckpointError
@@ -157,6 +158,8 @@ def test_gradients_reach_the_encoder(tiny_stickers):
     tok = VisualTokenizer(TINY).train()
     x = tiny_stickers.batch(np.array([[0, 0], [1, 5], [2, 9]]), as_torch=True)
     out = tok(x)
+    assert out["recon_loss"] == F.mse_loss(out["recon"], x)                       # the squared error by default
+    assert tok(x, pixel_loss="l1")["recon_loss"] == F.l1_loss(out["recon"], x)
     out["loss"].backward()
     enc = tok.vq.encoder.conv_in.weight.grad
     assert enc is not None and float(enc.abs().sum()) > 0

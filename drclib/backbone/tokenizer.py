@@ -264,10 +264,10 @@ class VisualTokenizer(Pretrained):
         """Code vectors ``[B, D, grid, grid]`` -> images in about [0, 1] (not clamped)."""
         return (self.vq.decoder(self.vq.post_quant_conv(q)) + 1.0) / 2.0
 
-    def forward(self, images: torch.Tensor, *, bf16: bool = False, recon: str = "mse") -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, *, bf16: bool = False, pixel_loss: str = "mse") -> dict[str, torch.Tensor]:
         """Training pass (inputs assumed checked): reconstruction, codes and the VQ losses.
         ``bf16`` runs encoder and decoder under bfloat16 autocast; the code search and the
-        losses are always float32. ``recon``: the pixel error, squared (``"mse"``) or absolute
+        losses are always float32. ``pixel_loss``: the pixel error, squared (``"mse"``) or absolute
         (``"l1"``)."""
         kind = images.device.type
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
@@ -282,7 +282,9 @@ class VisualTokenizer(Pretrained):
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
             recon = self._decode_quantized(q_st)
         recon = recon.float()
-        recon_loss = F.mse_loss(recon, images) if recon == "mse" else F.l1_loss(recon, images)
+        if pixel_loss not in ("mse", "l1"):
+            raise ValueError(f"pixel_loss must be 'mse' or 'l1', got {pixel_loss!r}")
+        recon_loss = F.mse_loss(recon, images) if pixel_loss == "mse" else F.l1_loss(recon, images)
         loss = recon_loss + codebook_loss + self.config.beta * commit_loss
         return dict(loss=loss, recon_loss=recon_loss, codebook_loss=codebook_loss, commit_loss=commit_loss,
                     recon=recon, codes=codes, latents=z, quantized=q_st)
@@ -549,7 +551,7 @@ def _train(stickers, config, epochs, batch_size, lr, seed, dev, progress, exclud
                 with torch.no_grad():
                     z0 = tok._encode_latents(x).float()
                     _restart_dead_codes(tok, torch.zeros(K, dtype=torch.float64), z0, 1.0, gen)
-            out = tok(x, bf16=use_bf16, recon=recon)
+            out = tok(x, bf16=use_bf16, pixel_loss=recon)
             out["style_loss"] = torch.zeros(())
             if head is not None:  # the study's style objective: the artist read from the mean code vector
                 styles = torch.as_tensor(batch[:, 0], device=dev)
