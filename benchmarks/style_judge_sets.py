@@ -93,22 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         row.update({k: info.get(k, {}).get("acc") for k in ("train_cells", "heldout", "heldout_reconstructed")})
         return row
 
+    whole = StickerSet.load(concepts="all")
+    held = heldout_cells(whole)
+    train, test = np.argwhere(~held), np.argwhere(held)
+
     def codes_probe(tok) -> dict:
         """Linear style probes on the tokenizer's codes (``drclib.backbone.encoder.linear_probe``)."""
+        from drclib.backbone import encode_sticker_set
         from drclib.backbone.encoder import linear_probe
-        from drclib.data.stickers import to_tensor
 
-        stickers = StickerSet.load(concepts="all")
-        held = heldout_cells(stickers)
-        train, test = np.argwhere(~held), np.argwhere(held)
-        with torch.no_grad():
-            images = to_tensor(stickers.images).flatten(0, 1)
-            codes = torch.cat([tok.encode(images[i:i + 512]) for i in range(0, len(images), 512)]).cpu()
-        views = {"bag of codes": F.one_hot(codes, tok.codebook_size).float().mean(1),
-                 "mean code vector": tok.codebook.detach().cpu()[codes].mean(1)}
+        codes = encode_sticker_set(tok, whole)                                  # [n_styles, n_emoji, 64]
+        views = {"bag of codes": F.one_hot(codes, tok.codebook_size).float().mean(2),
+                 "mean code vector": tok.codebook.detach().cpu()[codes].mean(2)}
         out = {}
         for view, feats in views.items():
-            feats = feats.view(stickers.n_styles, stickers.n_emoji, -1)
             r = linear_probe(feats[train[:, 0], train[:, 1]], torch.from_numpy(train[:, 0]),
                              feats[test[:, 0], test[:, 1]], torch.from_numpy(test[:, 0]))
             out[view] = {"style_acc": r["test_acc"], "se": rate_se(r["test_acc"], len(test)), "n": int(len(test)),
