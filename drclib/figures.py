@@ -73,6 +73,7 @@ SOURCES = {
     "style_guidance": "data/results/style_guidance.json",
     "heldout_styles": "data/results/heldout_styles.json",
     "alpha_m_curve": "data/results/alpha_m_curve.json",
+    "best_of": "data/results/best_of.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",

@@ -188,6 +188,29 @@ def image_grid(images, row_labels: Sequence[str] | None = None, col_labels: Sequ
     return fig
 
 
+def show_best_of(candidates, chosen, reals=None, row_labels: Sequence[str] | None = None, *, cell: float = 0.9,
+                 title: str | None = None):
+    """Best of N (:mod:`drclib.backbone.best_of`): each row one cell's candidates ``[C, n, ...]``
+    (greedy first, then samples), the kept one (``chosen [C]``) framed in green; with ``reals``
+    ``[C, ...]`` the real sticker comes first, for comparison."""
+    grid = to_uint8(candidates)
+    chosen = np.asarray(chosen).reshape(-1)
+    if grid.ndim != 5 or len(chosen) != len(grid) or not ((0 <= chosen) & (chosen < grid.shape[1])).all():
+        raise ValueError(f"show_best_of needs candidates [C, n, ...] and one index in 0..n-1 a row, got "
+                         f"{grid.shape} and {chosen.tolist()}")
+    off = 0 if reals is None else 1
+    if reals is not None:
+        grid = np.concatenate([to_uint8(reals)[:, None], grid], 1)
+    labels = ["real"] * off + ["greedy"] + [f"sample {i}" for i in range(1, grid.shape[1] - off)]
+    fig = image_grid(grid, row_labels, labels, cell=cell, title=title)
+    for r, c in enumerate(chosen):
+        for spine in fig.axes[r * grid.shape[1] + off + int(c)].spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor("tab:green")
+            spine.set_linewidth(3)
+    return fig
+
+
 def show_tokenization(originals, codes, reconstructions, titles: Sequence[str] | None = None, *,
                       grid: int = 8, cell: float = 1.3):
     """Image -> grid of code ids -> reconstruction, one column an image (the tokenizer in pictures)."""
@@ -378,6 +401,42 @@ def plot_tradeoff(points: dict, *, x: str = "style", y: str = "semantic", title:
     ax.set_xlabel(x, fontsize=8)
     ax.set_ylabel(y, fontsize=8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_best_of(summary: dict, *, references: dict | None = None, title: str | None = None):
+    """Best of N on one set of cells (a split of ``benchmarks/best_of.py``'s ``summary``): "both"
+    against N for each rule (the mean over the candidate draws; bars from the lowest draw to the
+    highest), N = 1 being greedy; dashed, the judges' own pick of the largest N (an upper bound);
+    dotted, ``references`` ``{label: rate}`` (e.g. the real sticker's round trip, an aim)."""
+    rules = summary.get("rules") or {}
+    if not rules:
+        raise ValueError("no best-of rules to plot: run benchmarks/best_of.py first")
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for rule, by_n in rules.items():
+        ns = sorted(int(k) for k in by_n)
+        both = [by_n[str(k)]["both"] for k in ns]
+        mean = np.array([b["mean"] for b in both])
+        ax.errorbar(ns, mean, yerr=[mean - [b["min"] for b in both], [b["max"] for b in both] - mean],
+                    fmt="o-", capsize=2, label=f"by {rule}")
+    top = max(int(k) for by_n in rules.values() for k in by_n)
+    ax.axhline(summary["oracle_both"]["mean"], color="grey", ls="--", lw=0.8)
+    ax.text(1, summary["oracle_both"]["mean"] + 0.01, f"the judges' own pick of {top} (upper bound)", fontsize=7,
+            color="grey")
+    for label, value in (references or {}).items():
+        ax.axhline(value, color="black", ls=":", lw=0.8)
+        ax.text(1, value + 0.01, label, fontsize=7)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({int(k) for by_n in rules.values() for k in by_n})
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("N: candidates a cell (the greedy drawing and N - 1 samples)", fontsize=8)
+    ax.set_ylabel('"both": asked style and emoji', fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

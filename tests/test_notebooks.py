@@ -55,6 +55,13 @@ def _check_01(r):
     c = r["composing"]
     assert c["cells"] == 12 and all(0 <= x["both"] <= 1 for x in c["demo_rates"].values())
     assert c["card_heldout_both"]["shipped LMM"] > c["card_heldout_both"]["plain LMM"]
+    # best of N: the kept candidates scored on the same held-out cells as the greedy drawings
+    b = r["best_of"]
+    assert b["n"] == 8 and b["heldout_best"]["n_cells"] == b["heldout_greedy"]["n_cells"] == r["t2i_heldout_cells"]["n_cells"]
+    assert 0 <= b["heldout_best"]["both"] <= min(b["heldout_best"]["style_acc"], b["heldout_best"]["emoji_top1"])
+    assert len(b["shown_chosen"]) == 4 and all(0 <= i < 8 for i in b["shown_chosen"])
+    study = b["study"]                                   # the shipped study, read from data/results/best_of.json
+    assert study["n"] == 32 and study["greedy"] < study["best"] < study["oracle"]
 
 
 def _check_02(r):

@@ -125,3 +125,29 @@ def test_apply_token_masks_greys_each_image_by_its_own_mask():
     masks[0] = 1
     out = viz.apply_token_masks(torch.ones(2, 3, 32, 32), masks)
     assert out.shape == (2, 3, 32, 32) and float(out[0].min()) == 1 and float(out[1].max()) == 0.5
+
+
+def test_show_best_of_frames_the_kept_candidate_after_the_real_sticker():
+    cand = np.zeros((2, 3, 3, 8, 8), np.float32)
+    cand[1, 2] = 1.0
+    fig = viz.show_best_of(cand, [0, 2], reals=np.ones((2, 3, 8, 8), np.float32), row_labels=["a", "b"])
+    assert len(fig.axes) == 8 and fig.axes[0].get_title() == "real" and fig.axes[1].get_title() == "greedy"
+    framed = [i for i, ax in enumerate(fig.axes) if any(sp.get_visible() for sp in ax.spines.values())]
+    assert framed == [1, 7]                              # row 0 kept greedy, row 1 its sample 2
+    assert fig.axes[7].images[0].get_array().min() == 255
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one index in 0..n-1"):
+        viz.show_best_of(cand, [0, 3])
+
+
+def test_plot_best_of_draws_a_line_a_rule_and_the_bounds():
+    both = lambda m: {"both": {"mean": m, "min": m - 0.05, "max": m + 0.05}}      # noqa: E731
+    summary = {"rules": {"caption": {"1": both(0.3), "4": both(0.35)}, "encoder": {"1": both(0.3), "4": both(0.4)}},
+               "oracle_both": {"mean": 0.8}}
+    fig = viz.plot_best_of(summary, references={"aim": 0.4}, title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["by caption", "by encoder"]
+    assert {round(line.get_ydata()[0], 3) for line in ax.lines if line.get_linestyle() in ("--", ":")} == {0.8, 0.4}
+    plt.close(fig)
+    with pytest.raises(ValueError, match="run benchmarks/best_of.py"):
+        viz.plot_best_of({"rules": {}})

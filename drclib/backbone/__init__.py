@@ -4,9 +4,10 @@
 - :mod:`drclib.backbone.lmm`        the pocket LMM (a small Llama over words and visual codes) and its text tokenizer
 - :mod:`drclib.backbone.encoder`    the semantic encoder: features that carry the emoji across styles (the towers' input)
 - :mod:`drclib.backbone.tinyclip`   a tiny CLIP trained on the stickers (alignment scores, alpha_m choice)
+- :mod:`drclib.backbone.best_of`    best of N: draw several images, keep the one the LMM's caption and the encoder read best
 
 The LMM's names are re-exported here (``from drclib.backbone import PocketLMM``); the other
-three are imported as modules (``from drclib.backbone import tokenizer``).
+modules are imported as modules (``from drclib.backbone import tokenizer``).
 """
 
 from drclib.backbone.lmm import (

@@ -38,6 +38,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -161,6 +162,34 @@ class SemanticEncoder(Pretrained):
         return F.normalize(self.text_proj(emb.sum(1) / lengths[:, None]), dim=-1)
 
     @torch.no_grad()
+    def zero_shot(self, images: torch.Tensor, names: Sequence[str], styles: Sequence[str],
+                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """The contrastive heads read as classifiers: log-probabilities ``([B, len(names)],
+        [B, len(styles)])`` that each image shows each emoji name ("a sticker of <name>") and is
+        in each style ("in <style> style"), a softmax over the given candidates at the encoder's
+        own temperature, as in training. Words must be in the encoder's training vocabulary."""
+        vocab = self.training_info.get("vocab")
+        if not vocab:
+            raise ValueError("this encoder has no training vocabulary (training_info['vocab']); load a trained one")
+        index = {w: i for i, w in enumerate(vocab)}
+
+        def encode(captions):
+            words, lengths = word_table(captions, index)
+            return self.text_embedding(words.to(self.device), lengths.to(self.device))
+
+        was = self.training
+        self.eval()
+        txt_e, txt_s = encode([EMOJI_PART.format(n) for n in names]), encode([STYLE_PART.format(s) for s in styles])
+        scale = self.logit_scale.exp().clamp(max=100)
+        out_e, out_s = [], []
+        for i in range(0, len(images), batch_size):
+            img_e, img_s = self.image_embedding(self(images[i:i + batch_size]))
+            out_e.append(F.log_softmax(scale * img_e.float() @ txt_e.float().T, -1).cpu())
+            out_s.append(F.log_softmax(scale * img_s.float() @ txt_s.float().T, -1).cpu())
+        self.train(was)
+        return torch.cat(out_e), torch.cat(out_s)
+
+    @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """:meth:`forward` in eval mode, batched, float32 on the CPU (for caches and probes)."""
         was = self.training
@@ -171,23 +200,34 @@ class SemanticEncoder(Pretrained):
 
 
 # ---------------------------------------------------------------------------- captions
+EMOJI_PART, STYLE_PART = "a sticker of {}", "in {} style"
+"""The two parts of a caption the encoder's contrastive heads are trained on."""
+
+
+def word_table(captions: Sequence[str], index: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions as word ids ``[C, L]`` (0-padded, lower-cased words) and lengths ``[C]``, by the
+    vocabulary ``index`` (word -> id); a word outside it is an error that names it."""
+    words = [c.lower().split() for c in captions]
+    if not words or not all(words):
+        raise ValueError("give at least one caption, none of them empty")
+    missing = sorted({w for c in words for w in c if w not in index})
+    if missing:
+        raise ValueError(f"captions use words the encoder was not trained on: {missing[:5]}")
+    ids = torch.zeros(len(words), max(map(len, words)), dtype=torch.long)
+    for i, c in enumerate(words):
+        ids[i, :len(c)] = torch.tensor([index[w] for w in c])
+    return ids, torch.tensor([len(c) for c in words])
+
+
 def caption_parts(stickers) -> tuple[list[str], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """The two parts of every caption "a sticker of <emoji> in <style> style" as word ids:
     ``(vocabulary, {"emoji": (words [E, L], lengths [E]), "style": (words [S, L], lengths [S])})``,
     the emoji part "a sticker of <name>" and the style part "in <style> style"; word id 0 is padding."""
-    emoji = [f"a sticker of {n}".lower().split() for n in stickers.names]
-    style = [f"in {s} style".lower().split() for s in stickers.styles]
-    vocab = ["<pad>"] + sorted({w for c in emoji + style for w in c})
+    emoji = [EMOJI_PART.format(n) for n in stickers.names]
+    style = [STYLE_PART.format(s) for s in stickers.styles]
+    vocab = ["<pad>"] + sorted({w for c in emoji + style for w in c.lower().split()})
     index = {w: i for i, w in enumerate(vocab)}
-
-    def table(caps):
-        width = max(len(c) for c in caps)
-        words = torch.zeros(len(caps), width, dtype=torch.long)
-        for i, c in enumerate(caps):
-            words[i, :len(c)] = torch.tensor([index[w] for w in c])
-        return words, torch.tensor([len(c) for c in caps])
-
-    return vocab, {"emoji": table(emoji), "style": table(style)}
+    return vocab, {"emoji": word_table(emoji, index), "style": word_table(style, index)}
 
 
 # ---------------------------------------------------------------------------- training

@@ -535,6 +535,38 @@ class PocketLMM(WithTextTokenizer):
         self.train(was_training)
         return [self.decode_text(r) for r in result]
 
+    @torch.no_grad()
+    def caption_logprob(self, codes: torch.Tensor, texts: str | Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Image-to-text read as a score: ``log p(text <eos> | <bos> <img> codes </img>)``, the
+        log-likelihood the LMM gives each caption of each image (codes ``[B, 64]``, one text per
+        image or one for all), float32 ``[B]`` on the CPU. Higher means the LMM reads the image
+        as that caption; :mod:`drclib.backbone.best_of` uses it to pick among drawings."""
+        codes = torch.as_tensor(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.config.tokens_per_image:
+            raise ValueError(f"codes must be [B, {self.config.tokens_per_image}], got {tuple(codes.shape)}")
+        texts = [texts] * len(codes) if isinstance(texts, str) else list(texts)
+        if len(texts) != len(codes):
+            raise ValueError(f"got {len(codes)} images but {len(texts)} texts; give one text per image, or one str")
+        was_training = self.training
+        self.eval()
+        prefix = 3 + self.config.tokens_per_image          # <bos> <img> codes </img>
+        out = []
+        for i in range(0, len(codes), batch_size):
+            seqs = [self.i2t_ids(c, t) for c, t in zip(codes[i:i + batch_size], texts[i:i + batch_size])]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for j, s in enumerate(seqs):
+                ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            logp = F.log_softmax(self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+            logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+            scored = mask[:, 1:].clone()
+            scored[:, :prefix - 1] = 0                   # only the caption's words and <eos> count
+            out.append((logp * scored).sum(1).cpu())
+        self.train(was_training)
+        return torch.cat(out)
+
 
 def default_checkpoint_dir() -> Path:
     return shipped_dir("lmm")

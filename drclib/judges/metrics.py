@@ -311,12 +311,25 @@ def fid(model: StickerClassifier, images_a: torch.Tensor, images_b: torch.Tensor
 
 @torch.no_grad()
 def draw_cells(lmm: PocketLMM, tokenizer, stickers, cells, *, batch_size: int = 64, greedy: bool = True,
-               seed: int = 0, guidance_scale: float = 0.0) -> torch.Tensor:
+               seed: int = 0, guidance_scale: float = 0.0, best_of: int = 1, encoder=None) -> torch.Tensor:
     """The LMM's drawing of each (style, emoji) cell from words, ``a sticker of <name> in <style>
     style``, decoded by ``tokenizer``: ``[len(cells), 3, H, W]`` in [0, 1], on the CPU.
     ``guidance_scale`` > 0 guides each drawing away from its caption without the style
-    (``a sticker of <name>``; :meth:`PocketLMM.generate_images`), towards the asked style."""
+    (``a sticker of <name>``; :meth:`PocketLMM.generate_images`), towards the asked style.
+    ``best_of`` N > 1 keeps the best of N candidates by the LMM's caption and the semantic
+    ``encoder``'s heads (:func:`drclib.backbone.best_of.draw_best_of`; default: the shipped encoder)."""
     cells = np.asarray(cells)
+    if best_of != 1:
+        if guidance_scale > 0 or not greedy:
+            raise ValueError("best_of > 1 draws its own candidates (greedy first, then samples); "
+                             "use it without guidance_scale and with greedy=True")
+        from drclib.backbone import best_of as bo
+        from drclib.backbone import encoder as enc_mod
+
+        encoder = encoder if encoder is not None else enc_mod.load_default()
+        drawn = bo.draw_best_of(lmm, tokenizer, stickers, cells, best_of, encoder=encoder, seed=seed)
+        return torch.cat([tokenizer.decode(drawn["codes"][i:i + 512].to(tokenizer.device)).cpu()
+                          for i in range(0, len(cells), 512)])
     images = []
     for i in range(0, len(cells), batch_size):
         c = cells[i:i + batch_size]
@@ -330,12 +343,12 @@ def draw_cells(lmm: PocketLMM, tokenizer, stickers, cells, *, batch_size: int = 
 
 def evaluate_text_to_image(lmm: PocketLMM, tokenizer, style_clf, emoji_clf, stickers, cells, *,
                            batch_size: int = 64, greedy: bool = True, seed: int = 0,
-                           guidance_scale: float = 0.0) -> dict:
-    """Draw every cell from words (:func:`draw_cells`) and classify the drawings: the rate with
-    the asked style, the asked emoji (top-1, top-5) and both."""
+                           guidance_scale: float = 0.0, best_of: int = 1, encoder=None) -> dict:
+    """Draw every cell from words (:func:`draw_cells`, greedy unless ``best_of`` > 1) and classify
+    the drawings: the rate with the asked style, the asked emoji (top-1, top-5) and both."""
     cells = np.asarray(cells)
     images = draw_cells(lmm, tokenizer, stickers, cells, batch_size=batch_size, greedy=greedy, seed=seed,
-                        guidance_scale=guidance_scale)
+                        guidance_scale=guidance_scale, best_of=best_of, encoder=encoder)
     rates = classify_rates(style_clf, emoji_clf, images, torch.from_numpy(cells[:, 0]),
                            torch.from_numpy(cells[:, 1]))
     return {k: float(v) for k, v in rates.items()} | {"n_cells": int(len(cells))}
