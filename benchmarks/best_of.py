@@ -46,9 +46,7 @@ def measure(lmm, tokenizer, encoder, style_clf, emoji_clf, stickers, cells, n: i
     candidates = best_of.draw_candidates(lmm, stickers, cells, n, seed=seed)
     scores = best_of.critic_scores(lmm, tokenizer, stickers, cells, candidates, encoder=encoder)
     seconds = time.perf_counter() - t0
-    flat = candidates.flatten(0, 1)
-    with torch.no_grad():
-        images = torch.cat([tokenizer.decode(flat[i:i + 512].to(tokenizer.device)).cpu() for i in range(0, len(flat), 512)])
+    images = best_of.candidate_images(tokenizer, candidates).flatten(0, 1)
     style_ok = (style_clf.predict(images).view(len(cells), n) == torch.as_tensor(cells[:, 0])[:, None]).float()
     emoji_ok = (emoji_clf.predict(images).view(len(cells), n) == torch.as_tensor(cells[:, 1])[:, None]).float()
     both = style_ok * emoji_ok

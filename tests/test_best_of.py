@@ -177,3 +177,13 @@ def test_shipped_parts_draw_best_of_repeatably(shipped_stickers):
     assert torch.equal(a["codes"], b["codes"]) and all(torch.equal(a["scores"][k], b["scores"][k]) for k in a["scores"])
     prompts = [best_of.sticker_caption(stickers.names[e], stickers.styles[s]) for s, e in cells]
     assert torch.equal(a["candidates"][:, 0], lmm.generate_images(prompts, greedy=True))
+
+
+def test_candidate_images_keep_the_cells_and_candidates_apart(parts):
+    _, tok, _ = parts
+    codes = torch.randint(0, 16, (2, 3, 64), generator=torch.Generator().manual_seed(4))
+    images = best_of.candidate_images(tok, codes, batch_size=4)
+    assert images.shape == (2, 3, 3, 32, 32)
+    assert torch.allclose(images[1, 2], tok.decode(codes[1, 2:3])[0], atol=1e-5)
+    with pytest.raises(ValueError, match="\\[C, n, 64\\]"):
+        best_of.candidate_images(tok, codes[0])

@@ -61,7 +61,7 @@ def _check_01(r):
     assert 0 <= b["heldout_best"]["both"] <= min(b["heldout_best"]["style_acc"], b["heldout_best"]["emoji_top1"])
     assert len(b["shown_chosen"]) == 4 and all(0 <= i < 8 for i in b["shown_chosen"])
     study = b["study"]                                   # the shipped study, read from data/results/best_of.json
-    assert study["n"] == 32 and study["greedy"] < study["best"] < study["oracle"]
+    assert study["n"] == 64 and study["greedy"] < study["best"] < study["oracle"]
 
 
 def _check_02(r):

@@ -61,6 +61,18 @@ def draw_candidates(lmm: PocketLMM, stickers, cells, n: int, *, temperature: flo
     return torch.cat(out)
 
 
+@torch.no_grad()
+def candidate_images(tokenizer, codes: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Candidates' codes ``[C, n, 64]`` decoded by ``tokenizer``: images ``[C, n, 3, H, W]`` in [0, 1], on the CPU."""
+    codes = torch.as_tensor(codes)
+    if codes.ndim != 3:
+        raise ValueError(f"codes must be [C, n, 64], got {tuple(codes.shape)}")
+    flat = codes.flatten(0, 1)
+    images = torch.cat([tokenizer.decode(flat[i:i + batch_size].to(tokenizer.device)).cpu()
+                        for i in range(0, len(flat), batch_size)])
+    return images.unflatten(0, codes.shape[:2])
+
+
 def critic_scores(lmm: PocketLMM, tokenizer, stickers, cells, codes: torch.Tensor, *, encoder=None,
                   critics: Sequence[str] = CRITICS) -> dict[str, torch.Tensor]:
     """Each critic's log-probability of each candidate, ``{critic: [C, n]}`` (module docstring),
@@ -84,9 +96,7 @@ def critic_scores(lmm: PocketLMM, tokenizer, stickers, cells, codes: torch.Tenso
         if encoder is None:
             raise ValueError("the style and emoji critics read the image with the semantic encoder: pass encoder= "
                              "(drclib.backbone.encoder.load_default()), or use critics=('caption',)")
-        with torch.no_grad():
-            images = torch.cat([tokenizer.decode(flat[i:i + 512].to(tokenizer.device)).cpu()
-                                for i in range(0, len(flat), 512)])
+        images = candidate_images(tokenizer, codes).flatten(0, 1)
         emoji_lp, style_lp = encoder.zero_shot(images, list(stickers.names), list(stickers.styles))
         rows = torch.arange(n_cells * n)
         if "style" in critics:

@@ -328,8 +328,7 @@ def draw_cells(lmm: PocketLMM, tokenizer, stickers, cells, *, batch_size: int = 
 
         encoder = encoder if encoder is not None else enc_mod.load_default()
         drawn = bo.draw_best_of(lmm, tokenizer, stickers, cells, best_of, encoder=encoder, seed=seed)
-        return torch.cat([tokenizer.decode(drawn["codes"][i:i + 512].to(tokenizer.device)).cpu()
-                          for i in range(0, len(cells), 512)])
+        return bo.candidate_images(tokenizer, drawn["codes"][:, None])[:, 0]
     images = []
     for i in range(0, len(cells), batch_size):
         c = cells[i:i + batch_size]
