@@ -53,11 +53,11 @@ def draw_candidates(lmm: PocketLMM, stickers, cells, n: int, *, temperature: flo
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
-        greedy = lmm.generate_images(chunk, greedy=True)[:, None]
+        drawn = lmm.generate_images(chunk, greedy=True)[:, None]
         if n > 1:
             samples = lmm.generate_images(chunk, num_images=n - 1, seed=seed + i, temperature=temperature)
-            greedy = torch.cat([greedy, samples.view(len(chunk), n - 1, -1)], 1)
-        out.append(greedy.cpu())
+            drawn = torch.cat([drawn, samples.view(len(chunk), n - 1, -1)], 1)
+        out.append(drawn.cpu())
     return torch.cat(out)
 
 
