@@ -74,6 +74,8 @@ SOURCES = {
     "heldout_styles": "data/results/heldout_styles.json",
     "alpha_m_curve": "data/results/alpha_m_curve.json",
     "best_of": "data/results/best_of.json",
+    "best_of_seed1": "data/results/best_of_seed1.json",
+    "best_of_plain": "data/results/best_of_plain.json",
     "lmm": "data/checkpoints/lmm/config.json",
     "encoder": "data/checkpoints/encoder/config.json",
     "tokenizer": "data/checkpoints/tokenizer/config.json",
